@@ -1,0 +1,102 @@
+"""Wiring: one ``TierZero`` per process, from settings to a running runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.agent import Retriever, Tier0Agent
+from bot.channel import Channel
+from bot.config import Settings
+from bot.conversations import ConversationReader
+from bot.outbox_worker import OutboxWorker
+from bot.pipeline import Pipeline
+from kb_index import (
+    CorruptIndexError,
+    IndexNotFoundError,
+    KnowledgeIndex,
+    load_embedder,
+)
+from ticketing.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class TierZero:
+    """Settings, database and knowledge index of one tierzero process."""
+
+    def __init__(self, settings: Settings, *, retriever: Retriever | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url, echo=settings.database.echo)
+        self.conversations = ConversationReader(self.db)
+        self._retriever = retriever
+
+    def open_index(self, *, sync: bool | None = None, progress: bool = False) -> KnowledgeIndex:
+        """The knowledge index; built or refreshed first when ``sync`` (default: kb.auto_index)."""
+        kb = self.settings.kb
+        sync = kb.auto_index if sync is None else sync
+        embedder = load_embedder(kb.model, sha256=kb.model_sha256)
+        index_dir = self.settings.index_dir
+        try:
+            index = KnowledgeIndex.load(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
+        except (IndexNotFoundError, CorruptIndexError) as exc:
+            if not sync:
+                raise
+            if isinstance(exc, CorruptIndexError):
+                log.warning("rebuilding the knowledge index: %s", exc)
+            index = KnowledgeIndex(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
+        if sync and (len(index) == 0 or index.is_stale(Path(kb.path))):
+            report = index.sync(Path(kb.path), progress=progress)
+            log.info("knowledge index: %s added, %s updated, %s removed, %s unchanged, %s skipped",
+                     report.added, report.updated, report.removed, report.unchanged, len(report.skipped))
+        return index
+
+    @property
+    def retriever(self) -> Retriever:
+        if self._retriever is None:
+            self._retriever = self.open_index()
+        return self._retriever
+
+    def runtime(self, channels: Sequence[Channel]) -> Runtime:
+        return Runtime(self, channels)
+
+
+class Runtime:
+    """The running parts: pipeline workers, outbox worker and channels."""
+
+    def __init__(self, app: TierZero, channels: Sequence[Channel]) -> None:
+        self.app = app
+        self.channels = list(channels)
+        settings = app.settings
+        self.outbox = OutboxWorker(db=app.db, senders={c.name: c for c in self.channels}, settings=settings.outbox)
+        agent = Tier0Agent(retriever=app.retriever, settings=settings.agent)
+        self.pipeline = Pipeline(db=app.db, agent=agent, settings=settings, on_reply_queued=self.outbox.notify)
+        self.running = False
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.app.db.migrate)
+        await self.pipeline.start(channels=[c.name for c in self.channels])
+        self.outbox.start()
+        for channel in self.channels:
+            await channel.start(self.pipeline.accept)
+        self.running = True
+
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """Graceful: stop taking messages, finish what was accepted, flush the outbox."""
+        self.running = False
+        for channel in self.channels:
+            try:
+                await channel.stop()
+            except Exception:
+                log.exception("channel %s did not stop cleanly", channel.name)
+        await self.pipeline.stop(timeout=timeout)
+        await self.outbox.stop(timeout=timeout)
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

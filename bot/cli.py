@@ -1,0 +1,320 @@
+"""The ``tierzero`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bot import handoff
+from bot.app import TierZero
+from bot.config import SECRET_KEY, ConfigError, Settings, load_settings
+from kb_index import CorruptIndexError, IndexNotFoundError, KnowledgeBaseError, ModelLoadError
+from ticketing import outbox
+from ticketing.db import DatabaseUnavailableError, redact_url
+from ticketing.service import TicketError, get_ticket, list_tickets
+
+# Never fetch anything from a model hub at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors whose message is meant for the person at the terminal: shown as one line, exit 1.
+USER_ERRORS = (
+    ConfigError,
+    DatabaseUnavailableError,
+    ModelLoadError,
+    CorruptIndexError,
+    IndexNotFoundError,
+    KnowledgeBaseError,
+    TicketError,
+)
+
+
+def friendly_errors(command: F) -> F:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _app(ctx: click.Context) -> TierZero:
+    settings = ctx.obj["settings"]()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return TierZero(settings)
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Configuration file (default: $TIERZERO_CONFIG or ./config.yaml).")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """tierzero: chat-first IT support bot."""
+
+    @functools.cache
+    def settings() -> Settings:
+        try:
+            return load_settings(config_path)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    ctx.obj = {"settings": settings}
+
+
+@main.command()
+@click.option("--host", default=None, help="Override server.host.")
+@click.option("--port", type=int, default=None, help="Override server.port.")
+@click.pass_context
+@friendly_errors
+def run(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Start the server with every enabled channel (foreground)."""
+    from bot.server import serve
+
+    app = _app(ctx)
+    if host or port is not None:
+        server = app.settings.server.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+        app.settings = app.settings.model_copy(update={"server": server})
+    app.db.migrate()
+    click.echo(f"database: {redact_url(app.db.url)}")
+    click.echo("loading the knowledge index...")
+    app.open_index(progress=True)
+    serve(app)
+
+
+@main.command()
+@click.option("--user", default=None, help="Your requester id (default: your login name).")
+@click.pass_context
+@friendly_errors
+def chat(ctx: click.Context, user: str | None) -> None:
+    """Talk to the bot in this terminal, through the same pipeline as every channel."""
+    from channels.terminal import TerminalChannel
+
+    app = _app(ctx)
+    app.db.migrate()
+    click.echo("Loading the knowledge base...", err=True)
+    app._retriever = app.open_index(progress=True)
+    channel = TerminalChannel(user=user or getpass.getuser())
+
+    async def talk() -> None:
+        async with app.runtime([channel]):
+            await channel.finished()
+
+    asyncio.run(talk())
+
+
+# -- knowledge base ------------------------------------------------------------
+
+
+@main.group()
+def kb() -> None:
+    """Index and search the knowledge base."""
+
+
+@kb.command("index")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--rebuild", is_flag=True, help="Re-embed every article, not just changed ones.")
+@click.pass_context
+@friendly_errors
+def kb_index(ctx: click.Context, path: Path | None, rebuild: bool) -> None:
+    """(Re)index PATH (default: kb.path); only changed articles are re-embedded."""
+    from kb_index import KnowledgeIndex, load_embedder
+
+    app = _app(ctx)
+    settings = app.settings
+    folder = path or settings.kb.path
+    embedder = load_embedder(settings.kb.model, sha256=settings.kb.model_sha256)
+    if rebuild:
+        index = KnowledgeIndex(index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars)
+    else:
+        try:
+            index = KnowledgeIndex.open_or_create(index_dir=settings.index_dir, embedder=embedder,
+                                                  max_chunk_chars=settings.kb.max_chunk_chars)
+        except CorruptIndexError as exc:
+            click.echo(f"warning: {exc}; rebuilding", err=True)
+            index = KnowledgeIndex(index_dir=settings.index_dir, embedder=embedder,
+                                   max_chunk_chars=settings.kb.max_chunk_chars)
+    report = index.sync(Path(folder), progress=True)
+    for skipped in report.skipped:
+        click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)
+    click.echo(f"indexed {folder}: {report.added} added, {report.updated} updated, {report.removed} removed, "
+               f"{report.unchanged} unchanged, {len(report.skipped)} skipped; {report.chunks} chunks")
+
+
+@kb.command("search")
+@click.argument("query")
+@click.option("-k", "limit", default=5, show_default=True, help="How many articles.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@friendly_errors
+def kb_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> None:
+    """Rank articles for QUERY, with scores and the matched passage."""
+    index = _app(ctx).open_index(sync=False)
+    hits = index.search(query, k=limit)
+    if as_json:
+        click.echo(json.dumps([hit.__dict__ for hit in hits], default=list, indent=2))
+        return
+    if not hits:
+        click.echo("no matching articles")
+    for rank, hit in enumerate(hits, 1):
+        click.echo(f"{rank}. {hit.title}  [{hit.source_path}]  score={hit.score:.3f} "
+                   f"dense={hit.dense_score:.3f} lexical={hit.lexical_score:.3f}")
+        heading = " > ".join(hit.heading_path)
+        if heading:
+            click.echo(f"   section: {heading}")
+        passage = " ".join(hit.passage.split())
+        click.echo(f"   {passage[:300]}{'…' if len(passage) > 300 else ''}")
+
+
+@kb.command("stats")
+@click.pass_context
+@friendly_errors
+def kb_stats(ctx: click.Context) -> None:
+    """Size and provenance of the index."""
+    stats = _app(ctx).open_index(sync=False).stats()
+    for key, value in stats.__dict__.items():
+        click.echo(f"{key}: {value}")
+
+
+# -- tickets ---------------------------------------------------------------------
+
+
+@main.group()
+def tickets() -> None:
+    """List, inspect and work tickets."""
+
+
+@tickets.command("list")
+@click.option("--status", multiple=True, help="Only these statuses (repeatable).")
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+@friendly_errors
+def tickets_list(ctx: click.Context, status: tuple[str, ...], limit: int) -> None:
+    """The newest tickets first."""
+    app = _app(ctx)
+    app.db.migrate()
+    with app.db.transaction() as session:
+        rows = list_tickets(session, statuses=status or None, limit=limit)
+        if not rows:
+            click.echo("no tickets")
+        for t in rows:
+            click.echo(f"{t.number:<10} {t.status:<9} {t.priority:<7} {t.assignee or '-':<14} "
+                       f"{t.created_at:%Y-%m-%d %H:%M}  {t.subject}")
+
+
+@tickets.command("show")
+@click.argument("number")
+@click.pass_context
+@friendly_errors
+def tickets_show(ctx: click.Context, number: str) -> None:
+    """One ticket with its audit trail."""
+    app = _app(ctx)
+    app.db.migrate()
+    with app.db.transaction() as session:
+        t = get_ticket(session, number=number)
+        if t is None:
+            raise TicketError(f"no ticket {number}")
+        requester = t.requester
+        click.echo(f"{t.number}: {t.subject}")
+        click.echo(f"status: {t.status}   priority: {t.priority}   tier: {t.tier}   "
+                   f"assignee: {t.assignee or '-'}   group: {t.group or '-'}   category: {t.category or '-'}")
+        click.echo(f"requester: {requester.display_name or requester.platform_id} ({requester.channel})")
+        click.echo(f"created: {t.created_at:%Y-%m-%d %H:%M:%S %Z}   first response: "
+                   f"{t.first_response_at or '-'}   resolved: {t.resolved_at or '-'}")
+        click.echo("")
+        click.echo(t.description)
+        click.echo("")
+        click.echo("history:")
+        for e in t.events:
+            click.echo(f"  {e.at:%Y-%m-%d %H:%M:%S}  {e.kind:<18} {e.actor} via {e.channel}")
+
+
+def _agent_action(name: str, action: Callable[..., handoff.TicketChange], doc: str, *, takes_text: bool = False) -> None:
+    @tickets.command(name, help=doc)
+    @click.argument("number")
+    @click.option("--agent", default=None, help="Your agent name (default: your login name).")
+    @click.pass_context
+    @friendly_errors
+    def command(ctx: click.Context, number: str, agent: str | None, **extra: Any) -> None:
+        app = _app(ctx)
+        app.db.migrate()
+        change = action(app.db, number=number, agent=agent or getpass.getuser(), channel="cli", **extra)
+        click.echo(f"{change.number}: status {change.status}, conversation owner {change.owner}, "
+                   f"assignee {change.assignee or '-'}")
+
+    if takes_text:
+        click.argument("text")(command)
+
+
+_agent_action("take", handoff.take, "Take NUMBER: you own the conversation and the bot falls silent.")
+_agent_action("reply", handoff.reply, "Send TEXT to the requester of NUMBER (take it first).", takes_text=True)
+_agent_action("handback", handoff.hand_back, "Hand NUMBER's conversation back to the bot.")
+_agent_action("resolve", handoff.resolve, "Resolve NUMBER and tell the requester.")
+
+
+# -- outbox ------------------------------------------------------------------------
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """Inspect and retry replies that could not be delivered."""
+
+
+@outbox_group.command("list")
+@click.option("--status", multiple=True, help="pending, sending, sent, unknown, dead (repeatable).")
+@click.pass_context
+@friendly_errors
+def outbox_list(ctx: click.Context, status: tuple[str, ...]) -> None:
+    app = _app(ctx)
+    app.db.migrate()
+    with app.db.transaction() as session:
+        counts = outbox.count_by_status(session)
+        click.echo("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "outbox is empty")
+        for item in outbox.list_items(session, statuses=list(status) or None):
+            click.echo(f"#{item.id:<6} {item.status:<8} {item.channel:<10} attempts={item.attempts} "
+                       f"{item.last_error or ''}")
+
+
+@outbox_group.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.pass_context
+@friendly_errors
+def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Send UNKNOWN or DEAD items again (all of them, or IDS)."""
+    app = _app(ctx)
+    app.db.migrate()
+    with app.db.transaction() as session:
+        count = outbox.retry_unknown(session, item_ids=list(ids) or None)
+    click.echo(f"{count} item(s) queued again")
+
+
+@main.command("check-config")
+@click.pass_context
+@friendly_errors
+def check_config(ctx: click.Context) -> None:
+    """Validate the configuration and print it (secrets hidden)."""
+    settings = ctx.obj["settings"]()
+    shown = settings.model_dump(mode="json")
+    shown["database"]["url"] = redact_url(settings.database_url)
+    for section in shown["channels"].values():
+        for key in section:
+            if SECRET_KEY.search(key) and section[key]:
+                section[key] = "***"
+    click.echo(json.dumps(shown, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

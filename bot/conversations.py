@@ -1,0 +1,59 @@
+"""Read-only views of conversations for channels (e.g. the HTTP API's reply polling)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ticketing.conversations import conversation_messages
+from ticketing.db import Database
+from ticketing.models import Conversation, Direction
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    id: int
+    text: str
+    kind: str
+    author: str
+    parts: dict[str, Any]
+    created_at: datetime
+
+
+class ConversationReader:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def replies(
+        self, *, channel: str, conversation_id: str, thread_id: str | None = None, after_id: int = 0
+    ) -> list[StoredReply] | None:
+        """Replies to a conversation after ``after_id``; None if there is no such conversation."""
+        return await asyncio.to_thread(self._replies, channel, conversation_id, thread_id or "", after_id)
+
+    def _replies(self, channel: str, conversation_id: str, thread_id: str, after_id: int) -> list[StoredReply] | None:
+        with self._db.transaction() as session:
+            conversation = session.scalar(
+                select(Conversation).where(
+                    Conversation.channel == channel,
+                    Conversation.channel_conversation_id == conversation_id,
+                    Conversation.thread_id == thread_id,
+                )
+            )
+            if conversation is None:
+                return None
+            return [
+                StoredReply(
+                    id=m.id,
+                    text=m.text,
+                    kind=m.parts.get("kind", "notice"),
+                    author=m.author_id or m.author_kind,
+                    parts=m.parts,
+                    created_at=m.received_at,
+                )
+                for m in conversation_messages(session, conversation_id=conversation.id, after_id=after_id)
+                if m.direction == Direction.OUTBOUND
+            ]

@@ -1,0 +1,170 @@
+"""Delivers queued replies through their channels, with retries and backoff.
+
+Replies of one conversation go out in order (only the oldest undelivered reply
+of a conversation is claimed at a time); different conversations in parallel. A send that times out is recorded as
+UNKNOWN, not retried: the platform may already show it, and a duplicate answer
+is worse than a delayed one (``tierzero outbox retry`` resends after a look).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.channel import DeliveryOutcomeUnknown, PermanentDeliveryError, TemporaryDeliveryError
+from bot.config import OutboxSettings
+from bot.model import OutboundReply
+from ticketing import outbox, service
+from ticketing.clock import utcnow
+from ticketing.db import Database
+from ticketing.models import Conversation, OutboxItem, Ticket
+
+log = logging.getLogger(__name__)
+
+
+class ReplySender(Protocol):
+    name: str
+
+    async def send(self, reply: OutboundReply) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    item_id: int
+    channel: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        senders: Mapping[str, ReplySender],
+        settings: OutboxSettings,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._db = db
+        self._senders = dict(senders)
+        self._settings = settings
+        self._jitter = jitter
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def notify(self) -> None:
+        """New replies were queued: deliver now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-worker")
+
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """Deliver what is due (up to ``timeout``), then stop."""
+        self._stopping = True
+        if self._task is None:
+            return
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            log.warning("outbox not flushed within %ss; the rest is sent at next start", timeout)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                delivered = await self.deliver_due()
+            except Exception:
+                log.exception("outbox delivery round failed")
+                delivered = 0
+            if self._stopping and delivered == 0:
+                return
+            if delivered:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def deliver_due(self) -> int:
+        """One round: claim due replies, send them, record outcomes. Returns items handled."""
+        if not self._senders:
+            return 0
+        items = await asyncio.to_thread(self._claim)
+        await asyncio.gather(*(self._deliver(item) for item in items))
+        return len(items)
+
+    def _claim(self) -> list[_Claimed]:
+        now = utcnow()
+        lease = timedelta(seconds=self._settings.send_timeout_seconds * 2 + 30)
+        with self._db.transaction() as session:
+            outbox.expire_stale_claims(session, now=now)
+            claimed = outbox.claim_due(session, channels=list(self._senders), now=now, lease=lease)
+            return [_Claimed(i.id, i.channel, i.payload, i.attempts) for i in claimed]
+
+    async def _deliver(self, item: _Claimed) -> None:
+        reply = OutboundReply.from_payload(item.payload)
+        outcome = await self._send(self._senders[item.channel], reply)
+        await asyncio.to_thread(self._record, item.item_id, item.attempts, outcome)
+
+    async def _send(self, sender: ReplySender, reply: OutboundReply) -> Exception | None:
+        try:
+            await asyncio.wait_for(sender.send(reply), self._settings.send_timeout_seconds)
+        except TimeoutError:
+            return DeliveryOutcomeUnknown(f"no answer within {self._settings.send_timeout_seconds}s")
+        except (TemporaryDeliveryError, PermanentDeliveryError, DeliveryOutcomeUnknown) as exc:
+            return exc
+        except Exception as exc:  # an adapter bug: treat as temporary, keep the reply
+            log.exception("channel %s failed to send", sender.name)
+            return TemporaryDeliveryError(f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _record(self, item_id: int, attempts: int, outcome: Exception | None) -> None:
+        with self._db.transaction() as session:
+            if outcome is None:
+                outbox.mark_sent(session, item_id=item_id)
+                return
+            error = str(outcome)[:1000]
+            if isinstance(outcome, DeliveryOutcomeUnknown):
+                outbox.mark_unknown(session, item_id=item_id, error=error)
+                self._tell_agents(session, item_id, "delivery_unknown", error)
+            elif isinstance(outcome, PermanentDeliveryError) or attempts >= self._settings.max_attempts:
+                outbox.mark_dead(session, item_id=item_id, error=error)
+                self._tell_agents(session, item_id, "delivery_failed", error)
+            else:
+                retry_after = getattr(outcome, "retry_after", None)
+                delay = self.backoff(attempts, retry_after=retry_after)
+                outbox.schedule_retry(session, item_id=item_id, at=utcnow() + timedelta(seconds=delay), error=error)
+                log.warning("outbox item %s: attempt %s failed (%s); retrying in %.1fs", item_id, attempts, error, delay)
+
+    def backoff(self, attempts: int, *, retry_after: float | None = None) -> float:
+        """Exponential backoff with jitter; a platform's Retry-After wins when it is longer."""
+        base = self._settings.initial_backoff_seconds * 2 ** max(attempts - 1, 0)
+        delay = min(base, self._settings.max_backoff_seconds) * (0.5 + self._jitter() / 2)
+        return max(delay, retry_after or 0.0)
+
+    def _tell_agents(self, session: Session, item_id: int, kind: str, error: str) -> None:
+        """Put a failed delivery on the ticket's audit trail, where agents look."""
+        ticket = session.scalar(
+            select(Ticket)
+            .join(Conversation, Conversation.ticket_id == Ticket.id)
+            .join(OutboxItem, OutboxItem.conversation_id == Conversation.id)
+            .where(OutboxItem.id == item_id)
+        )
+        log.error("outbox item %s: %s: %s", item_id, kind, error)
+        if ticket is not None:
+            service.add_event(session, ticket=ticket, actor="tierzero", channel="outbox", kind=kind,
+                              detail={"outbox_id": item_id, "error": error})

@@ -1,0 +1,346 @@
+"""The conversation pipeline: persist, route by owner, decide, reply through the outbox.
+
+For every inbound message:
+1. ``accept`` commits it, deduplicated by (channel, channel message id), and
+   only then returns: the channel acknowledges the platform after this.
+2. A worker routes it by the conversation's owner: ``bot`` asks the tier-0
+   agent; ``queue`` and ``agent`` record it on the ticket (the bot stays
+   silent for an agent); ``closed`` starts a new round with the bot.
+3. The reply and the state change commit together with ``processed_at``; the
+   outbox worker delivers the reply. A crash anywhere leaves either an
+   unprocessed message (picked up again at start) or a committed reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot import messages
+from bot.agent import AgentState, Close, Escalate, Outcome, Tier0Agent, Turn
+from bot.channel import Acceptance, InvalidMessage, MessageTooLong, Receipt
+from bot.config import Settings
+from bot.model import InboundMessage
+from bot.outgoing import conversation_ref, queue_reply
+from bot.replies import notice, reply_for_decision
+from ticketing import service
+from ticketing.clock import utcnow
+from ticketing.conversations import (
+    find_inbound_message,
+    get_or_create_conversation,
+    get_or_create_requester,
+    record_inbound_message,
+    unprocessed_inbound_message_ids,
+)
+from ticketing.db import Database
+from ticketing.models import Conversation, Direction, Message, Owner, Ticket
+
+log = logging.getLogger(__name__)
+
+# How often to look for accepted messages that no worker has (after a restart,
+# a full queue, or a failed attempt).
+SWEEP_INTERVAL_SECONDS = 5.0
+HISTORY_TURNS = 20
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    owner: str
+    text: str
+    action: str | None
+    state: AgentState
+    history: tuple[str, ...]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        agent: Tier0Agent,
+        settings: Settings,
+        on_reply_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._db = db
+        self._agent = agent
+        self._settings = settings
+        self._on_reply_queued = on_reply_queued
+        self._queue: asyncio.Queue[int] = asyncio.Queue(maxsize=10_000)
+        self._in_flight: set[int] = set()
+        self._done: dict[int, asyncio.Future[int]] = {}
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._channels: list[str] = []
+
+    # -- accepting -----------------------------------------------------------
+
+    def validate(self, message: InboundMessage) -> None:
+        text = message.text.strip()
+        if not text and not message.attachments and not message.action:
+            raise InvalidMessage(messages.EMPTY_MESSAGE)
+        limit = self._settings.pipeline.max_message_chars
+        if len(message.text) > limit:
+            raise MessageTooLong(messages.MESSAGE_TOO_LONG.format(length=len(message.text), limit=limit))
+
+    async def accept(self, message: InboundMessage) -> Receipt:
+        """Commit the message and queue it for an answer; raises InvalidMessage."""
+        self.validate(message)
+        receipt = await asyncio.to_thread(self._persist, message)
+        if receipt.status is Acceptance.ACCEPTED:
+            handled = asyncio.get_running_loop().create_future()
+            self._done[receipt.message_id] = handled
+            receipt = replace(receipt, handled=handled)
+            self._schedule(receipt.message_id)
+        return receipt
+
+    def _persist(self, message: InboundMessage) -> Receipt:
+        with self._db.transaction() as session:
+            requester = get_or_create_requester(
+                session,
+                channel=message.sender.channel,
+                platform_id=message.sender.platform_id,
+                display_name=message.sender.display_name,
+                email=message.sender.email,
+            )
+            conversation = get_or_create_conversation(
+                session,
+                channel=message.conversation.channel,
+                channel_conversation_id=message.conversation.conversation_id,
+                thread_id=message.conversation.thread_id,
+                requester=requester,
+            )
+            row = record_inbound_message(
+                session,
+                conversation=conversation,
+                channel=message.conversation.channel,
+                channel_message_id=message.channel_message_id,
+                author_id=message.sender.platform_id,
+                text=message.text,
+                attachments=[a.__dict__ for a in message.attachments],
+                raw=dict(message.raw) if message.raw is not None else None,
+                received_at=message.received_at,
+            )
+            if row is None:
+                existing = find_inbound_message(
+                    session, channel=message.conversation.channel, channel_message_id=message.channel_message_id
+                )
+                assert existing is not None
+                return Receipt(Acceptance.DUPLICATE, existing.id, existing.conversation_id)
+            # The button's action travels with the stored message, so a restart keeps it.
+            if message.action:
+                row.parts = {"action": message.action}
+            session.flush()
+            return Receipt(Acceptance.ACCEPTED, row.id, conversation.id)
+
+    # -- workers ---------------------------------------------------------------
+
+    async def start(self, *, channels: list[str]) -> None:
+        """Start workers for messages of ``channels`` and pick up what a previous run left."""
+        self._channels = list(channels)
+        for number in range(self._settings.pipeline.workers):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"pipeline-worker-{number}"))
+        self._tasks.append(asyncio.create_task(self._sweep_forever(), name="pipeline-sweeper"))
+
+    async def stop(self, *, timeout: float = 10.0) -> None:
+        """Finish queued work (up to ``timeout``), then stop the workers."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("pipeline stopped with %s messages still queued; they resume at next start",
+                        self._queue.qsize())
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def sweep(self) -> int:
+        """Queue every accepted-but-unanswered message that no worker holds."""
+        ids = await asyncio.to_thread(self._unprocessed_ids)
+        queued = 0
+        for message_id in ids:
+            if message_id not in self._in_flight and self._schedule(message_id):
+                queued += 1
+        return queued
+
+    def _unprocessed_ids(self) -> list[int]:
+        with self._db.transaction() as session:
+            return unprocessed_inbound_message_ids(session, channels=self._channels)
+
+    def _schedule(self, message_id: int) -> bool:
+        if message_id in self._in_flight:
+            return False
+        try:
+            self._queue.put_nowait(message_id)
+        except asyncio.QueueFull:
+            return False  # stays unprocessed in the database; the sweeper comes back for it
+        self._in_flight.add(message_id)
+        return True
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("pipeline sweep failed; retrying in %ss", SWEEP_INTERVAL_SECONDS)
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+
+    async def _work(self) -> None:
+        while True:
+            message_id = await self._queue.get()
+            replies = 0
+            try:
+                replies = await self.process(message_id)
+            except Exception:
+                # The message stays unprocessed and the sweeper retries it later.
+                log.exception("processing message %s failed", message_id)
+            finally:
+                self._resolve(message_id, replies)
+                self._in_flight.discard(message_id)
+                self._queue.task_done()
+
+    def _resolve(self, message_id: int, replies: int) -> None:
+        future = self._done.pop(message_id, None)
+        if future is not None and not future.done():
+            future.set_result(replies)
+
+    # -- processing --------------------------------------------------------------
+
+    async def process(self, message_id: int) -> int:
+        """Answer one accepted message; returns how many replies were queued."""
+        conversation_id = await asyncio.to_thread(self._conversation_of, message_id)
+        async with self._locks[conversation_id]:
+            try:
+                for _ in range(3):
+                    snapshot = await asyncio.to_thread(self._snapshot, message_id)
+                    if snapshot is None:
+                        return 0  # already processed (redelivery raced us, or another replica)
+                    outcome = None
+                    if snapshot.owner in (Owner.BOT, Owner.CLOSED):
+                        turn = Turn(
+                            text=snapshot.text,
+                            action=snapshot.action,
+                            state=snapshot.state if snapshot.owner == Owner.BOT else AgentState(),
+                            history=snapshot.history,
+                        )
+                        outcome = await asyncio.to_thread(self._agent.decide, turn)
+                    queued = await asyncio.to_thread(self._apply, message_id, snapshot.owner, outcome)
+                    if queued is not None:
+                        if queued:
+                            self._on_reply_queued()
+                        return queued
+                    # The owner changed while the agent was thinking (an agent took over): route again.
+                raise RuntimeError(f"message {message_id}: conversation owner kept changing")
+            finally:
+                if not self._locks[conversation_id].locked():
+                    self._locks.pop(conversation_id, None)
+
+    def _conversation_of(self, message_id: int) -> int:
+        with self._db.transaction() as session:
+            conversation_id = session.scalar(select(Message.conversation_id).where(Message.id == message_id))
+            if conversation_id is None:
+                raise LookupError(f"message {message_id} does not exist")
+            return conversation_id
+
+    def _snapshot(self, message_id: int) -> _Snapshot | None:
+        with self._db.transaction() as session:
+            message = session.get(Message, message_id)
+            if message is None or message.processed_at is not None:
+                return None
+            conversation = session.get(Conversation, message.conversation_id)
+            assert conversation is not None
+            state = AgentState.from_json(conversation.agent_state)
+            history = session.scalars(
+                select(Message.text)
+                .where(
+                    Message.conversation_id == conversation.id,
+                    Message.direction == Direction.INBOUND,
+                    Message.id < message.id,
+                    Message.id > state.round_start,
+                )
+                .order_by(Message.id.desc())
+                .limit(HISTORY_TURNS)
+            )
+            return _Snapshot(
+                owner=conversation.owner,
+                text=message.text,
+                action=(message.parts or {}).get("action"),
+                state=state,
+                history=tuple(reversed(list(history))),
+            )
+
+    def _apply(self, message_id: int, owner_seen: str, outcome: Outcome | None) -> int | None:
+        """Commit the consequence of one message; None if the owner changed meanwhile."""
+        with self._db.transaction() as session:
+            message = session.get(Message, message_id, with_for_update=True)
+            if message is None or message.processed_at is not None:
+                return 0
+            conversation = session.get(Conversation, message.conversation_id, with_for_update=True)
+            assert conversation is not None
+            if conversation.owner != owner_seen:
+                return None
+            message.processed_at = utcnow()
+            if outcome is not None:
+                return self._apply_decision(session, conversation, message, outcome)
+            return self._apply_human_owned(session, conversation, message)
+
+    def _apply_decision(
+        self, session: Session, conversation: Conversation, message: Message, outcome: Outcome
+    ) -> int:
+        decision = outcome.decision
+        # The agent does not track rounds; keep where the current one started.
+        state = replace(outcome.state, round_start=AgentState.from_json(conversation.agent_state).round_start)
+        if conversation.owner == Owner.CLOSED:
+            conversation.owner = Owner.BOT  # a message after closing starts a new round
+            conversation.resolved_by = conversation.resolved_at = None
+        ticket_number = None
+        if isinstance(decision, Escalate):
+            ticket = service.open_ticket(
+                session,
+                conversation=conversation,
+                subject=decision.subject,
+                description=decision.summary,
+                actor="bot",
+                channel=conversation.channel,
+                number_prefix=self._settings.tickets.number_prefix,
+                first_number=self._settings.tickets.first_number,
+                reason=decision.reason,
+            )
+            ticket_number = ticket.number
+        elif isinstance(decision, Close):
+            conversation.owner = Owner.CLOSED
+            conversation.resolved_at = utcnow()
+            conversation.resolved_by = "bot" if decision.solved_by_bot else "requester"
+            state = replace(state, round_start=message.id)
+        conversation.agent_state = state.to_json()
+        reply = reply_for_decision(decision, conversation=conversation_ref(conversation), ticket_number=ticket_number)
+        queue_reply(session, conversation=conversation, reply=reply)
+        return 1
+
+    def _apply_human_owned(self, session: Session, conversation: Conversation, message: Message) -> int:
+        ticket = session.get(Ticket, conversation.ticket_id) if conversation.ticket_id else None
+        if ticket is None:
+            return 0
+        service.add_event(
+            session,
+            ticket=ticket,
+            actor=f"requester:{message.author_id}",
+            channel=message.channel,
+            kind="requester_message",
+            detail={"message_id": message.id},
+        )
+        state = dict(conversation.agent_state or {})
+        # Waiting in the queue: confirm once that the message reached the ticket.
+        if conversation.owner == Owner.QUEUE and state.get("queued_note_for") != ticket.number:
+            conversation.agent_state = {**state, "queued_note_for": ticket.number}
+            reply = notice(conversation_ref(conversation), messages.QUEUED_NOTE.format(number=ticket.number),
+                           ticket_number=ticket.number)
+            queue_reply(session, conversation=conversation, reply=reply)
+            return 1
+        return 0
+

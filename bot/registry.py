@@ -1,0 +1,49 @@
+"""Channels by name, from the ``tierzero.channels`` entry points, built from config.yaml."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from bot.channel import Channel, ChannelContext, ChannelDisabled
+from bot.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "tierzero.channels"
+
+
+def available_channels() -> dict[str, type[Channel]]:
+    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@dataclass
+class ChannelSet:
+    enabled: list[Channel] = field(default_factory=list)
+    disabled: dict[str, str] = field(default_factory=dict)  # name -> why
+
+
+def channel_class(name: str) -> type[Channel]:
+    known = available_channels()
+    if name not in known:
+        raise ConfigError(
+            f"config: channels.{name}: unknown channel '{name}'; known channels: {', '.join(sorted(known))}"
+        )
+    return known[name]
+
+
+def build_channels(context: ChannelContext) -> ChannelSet:
+    """Every channel named under ``channels:``; those that cannot run are reported, not fatal."""
+    channels = ChannelSet()
+    for name, section in context.settings.channels.items():
+        cls = channel_class(name)
+        section = dict(section or {})
+        if section.pop("enabled", True) is False:
+            channels.disabled[name] = "turned off in config.yaml"
+            continue
+        try:
+            channels.enabled.append(cls.from_config(section, context=context))
+        except ChannelDisabled as exc:
+            channels.disabled[name] = str(exc)
+    return channels

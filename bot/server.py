@@ -1,0 +1,87 @@
+"""The one ASGI application that serves all HTTP traffic, and its start-up banner."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bot.app import Runtime, TierZero
+from bot.channel import ChannelContext
+from bot.registry import ChannelSet, build_channels
+from ticketing.db import DatabaseUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        problems = []
+        if not runtime.running:
+            problems.append("not started")
+        try:
+            await asyncio.to_thread(runtime.app.db.check_connection)
+        except DatabaseUnavailableError as exc:
+            problems.append(str(exc))
+        if problems:
+            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready", "channels": [c.name for c in runtime.channels]})
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error in a request: %s", type(exc).__name__, exc_info=exc)
+        return JSONResponse({"error": "internal error; the request was logged"}, status_code=500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    for channel in runtime.channels:
+        routes.extend(channel.routes())
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+    )
+
+
+def prepare(app: TierZero) -> tuple[Runtime, ChannelSet]:
+    channels = build_channels(ChannelContext(settings=app.settings, conversations=app.conversations))
+    return app.runtime(channels.enabled), channels
+
+
+def banner(app: TierZero, channels: ChannelSet) -> str:
+    server = app.settings.server
+    lines = [f"tierzero listening on http://{server.host}:{server.port}  (health: /healthz, /readyz)"]
+    lines += [f"  {c.name}: {c.describe()}" for c in channels.enabled]
+    lines += [f"  {name}: disabled ({why})" for name, why in channels.disabled.items()]
+    return "\n".join(lines)
+
+
+def serve(app: TierZero) -> None:
+    runtime, channels = prepare(app)
+    asgi = create_app(runtime)
+    server = app.settings.server
+    config = uvicorn.Config(asgi, host=server.host, port=server.port, lifespan="on",
+                            log_level=app.settings.log_level.lower(), access_log=False)
+    print(banner(app, channels), flush=True)
+    uvicorn.Server(config).run()

@@ -1,0 +1,442 @@
+"""The searchable knowledge index: incremental sync from articles, persistence, hybrid search."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from kb_index.chunking import CHUNKER_VERSION, Chunk, chunk_article
+from kb_index.documents import Article, SkippedFile, load_articles
+from kb_index.embedding import Embedder
+from kb_index.fusion import DENSE_WEIGHT, fuse, normalise_by_max
+from kb_index.lexical import LexicalIndex, tokenize
+from kb_index.store import (
+    CorruptIndexError,
+    IndexNotFoundError,
+    IndexSettings,
+    StoredArticle,
+    build_faiss_index,
+    read_index,
+    write_index,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CorruptIndexError",
+    "IndexNotFoundError",
+    "IndexReport",
+    "IndexStats",
+    "KnowledgeIndex",
+    "SearchHit",
+    "SEARCH_MODES",
+]
+
+SEARCH_MODES = ("hybrid", "dense", "lexical")
+EMBED_BATCH_SIZE = 32
+# Bump when passage_text() or lexical_tokens() change, so stored vectors and
+# the rebuilt keyword index never disagree with how queries are handled.
+PASSAGE_VERSION = 1
+# How many chunks each retriever proposes per requested article. Several
+# chunks of one article often crowd the top of a list, so ask for more.
+_CANDIDATES_PER_RESULT = 10
+_MIN_CANDIDATES = 50
+# The title is the best summary of a support article; counting its words
+# twice lets a question that names the topic beat one passing mention.
+_TITLE_REPEATS = 2
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    article_id: str
+    title: str
+    url: str | None
+    source_path: str
+    heading_path: tuple[str, ...]
+    passage: str
+    score: float
+    dense_score: float
+    lexical_score: float
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    chunks: int
+    skipped: tuple[SkippedFile, ...]
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    articles: int
+    chunks: int
+    model_id: str
+    dimension: int
+    built_at: str
+    index_dir: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """An immutable generation of the index; searches read one while a sync builds the next."""
+
+    settings: IndexSettings
+    articles: dict[str, StoredArticle]
+    chunks: tuple[Chunk, ...]
+    vectors: np.ndarray
+    dense: faiss.Index
+    lexical: LexicalIndex
+    built_at: str
+    size_bytes: int
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        settings: IndexSettings,
+        articles: Sequence[StoredArticle],
+        vectors: np.ndarray,
+        built_at: str,
+        size_bytes: int,
+    ) -> _Snapshot:
+        chunks = tuple(chunk for article in articles for chunk in article.chunks)
+        # The keyword index is rebuilt from the stored chunk texts rather than
+        # persisted: it takes well under a second for thousands of chunks, and a
+        # second copy of the corpus on disk could drift from the manifest.
+        return cls(
+            settings=settings,
+            articles={article.article_id: article for article in articles},
+            chunks=chunks,
+            vectors=vectors,
+            dense=build_faiss_index(vectors),
+            lexical=LexicalIndex([lexical_tokens(chunk) for chunk in chunks]),
+            built_at=built_at,
+            size_bytes=size_bytes,
+        )
+
+
+def passage_text(chunk: Chunk) -> str:
+    """What gets embedded for a chunk: its place in the article, then its text."""
+    return "\n\n".join((" > ".join((chunk.title, *chunk.heading_path)), chunk.text))
+
+
+def lexical_tokens(chunk: Chunk) -> list[str]:
+    return tokenize(chunk.title) * _TITLE_REPEATS + tokenize(" ".join(chunk.heading_path)) + tokenize(chunk.text)
+
+
+class KnowledgeIndex:
+    def __init__(
+        self,
+        *,
+        index_dir: Path,
+        embedder: Embedder,
+        max_chunk_chars: int = 1200,
+        dense_weight: float = DENSE_WEIGHT,
+    ) -> None:
+        if not 0.0 <= dense_weight <= 1.0:
+            raise ValueError(f"dense_weight must be between 0 and 1, got {dense_weight}")
+        self._index_dir = Path(index_dir)
+        self._embedder = embedder
+        self._dense_weight = dense_weight
+        self._settings = IndexSettings(
+            model_id=embedder.model_id,
+            dimension=embedder.dimension,
+            max_chunk_chars=max_chunk_chars,
+            chunker_version=CHUNKER_VERSION,
+            passage_version=PASSAGE_VERSION,
+        )
+        self._snapshot = _Snapshot.build(
+            settings=self._settings,
+            articles=(),
+            vectors=np.zeros((0, embedder.dimension), dtype=np.float32),
+            built_at="",
+            size_bytes=0,
+        )
+        self._persisted = False
+        # Serialises writers only; searches never wait for a sync.
+        self._sync_lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        index_dir: Path,
+        embedder: Embedder,
+        max_chunk_chars: int = 1200,
+        dense_weight: float = DENSE_WEIGHT,
+    ) -> KnowledgeIndex:
+        """Open a persisted index, refusing one built with a different embedding model."""
+        index = cls(index_dir=index_dir, embedder=embedder, max_chunk_chars=max_chunk_chars, dense_weight=dense_weight)
+        stored = read_index(index._index_dir)
+        if (stored.settings.model_id, stored.settings.dimension) != (embedder.model_id, embedder.dimension):
+            raise CorruptIndexError(
+                f"The knowledge index in {index_dir} was built with embedding model "
+                f"{stored.settings.model_id!r} ({stored.settings.dimension} dimensions), but the configured "
+                f"model is {embedder.model_id!r} ({embedder.dimension} dimensions). "
+                "Run `tierzero kb index` to rebuild it."
+            )
+        index._snapshot = _Snapshot.build(
+            settings=stored.settings,
+            articles=stored.articles,
+            vectors=stored.vectors,
+            built_at=stored.built_at,
+            size_bytes=stored.size_bytes,
+        )
+        index._persisted = True
+        logger.info("Loaded knowledge index %s: %s articles, %s chunks", index_dir, len(stored.articles), len(index))
+        return index
+
+    @classmethod
+    def open_or_create(
+        cls,
+        *,
+        index_dir: Path,
+        embedder: Embedder,
+        max_chunk_chars: int = 1200,
+        dense_weight: float = DENSE_WEIGHT,
+    ) -> KnowledgeIndex:
+        """Load the index, or start an empty one if none was built yet (a damaged one still raises)."""
+        options = {"max_chunk_chars": max_chunk_chars, "dense_weight": dense_weight}
+        try:
+            return cls.load(index_dir=index_dir, embedder=embedder, **options)
+        except IndexNotFoundError:
+            return cls(index_dir=index_dir, embedder=embedder, **options)
+
+    def __len__(self) -> int:
+        return len(self._snapshot.chunks)
+
+    def sync(self, folder: Path, *, progress: bool = False) -> IndexReport:
+        """Bring the index in line with the articles in ``folder`` and persist it."""
+        articles, skipped = load_articles(folder)
+        report = self.sync_articles(articles, progress=progress)
+        return IndexReport(
+            added=report.added,
+            updated=report.updated,
+            removed=report.removed,
+            unchanged=report.unchanged,
+            chunks=report.chunks,
+            skipped=tuple(skipped),
+        )
+
+    def sync_articles(self, articles: Sequence[Article], *, progress: bool = False) -> IndexReport:
+        """Index exactly ``articles``: embed only new or changed ones, drop the rest, persist."""
+        _reject_duplicate_ids(articles)
+        with self._sync_lock:
+            old = self._snapshot
+            rechunk_all = old.settings != self._settings
+            kept: dict[str, tuple[StoredArticle, np.ndarray]] = {}
+            pending: list[StoredArticle] = []
+            added = updated = unchanged = 0
+            old_rows = _rows_by_article(old)
+            for article in articles:
+                previous = old.articles.get(article.article_id)
+                if previous is not None and previous.content_hash == article.content_hash and not rechunk_all:
+                    kept[article.article_id] = (previous, old.vectors[old_rows[article.article_id]])
+                    unchanged += 1
+                    continue
+                if previous is None:
+                    added += 1
+                else:
+                    updated += 1
+                pending.append(_stored(article, chunks=chunk_article(article, max_chars=self._settings.max_chunk_chars)))
+            wanted = {article.article_id for article in articles}
+            removed = sum(1 for article_id in old.articles if article_id not in wanted)
+
+            for stored, vectors in zip(pending, self._embed_articles(pending, progress=progress)):
+                kept[stored.article_id] = (stored, vectors)
+
+            changed = bool(added or updated or removed or rechunk_all)
+            if changed or not self._persisted:
+                self._commit([kept[article_id] for article_id in sorted(kept)])
+            report = IndexReport(
+                added=added,
+                updated=updated,
+                removed=removed,
+                unchanged=unchanged,
+                chunks=len(self._snapshot.chunks),
+                skipped=(),
+            )
+        logger.info(
+            "Knowledge index synced: %s added, %s updated, %s removed, %s unchanged, %s chunks",
+            report.added, report.updated, report.removed, report.unchanged, report.chunks,
+        )
+        return report
+
+    def is_stale(self, folder: Path) -> bool:
+        """Whether a sync would change anything; reads and hashes files but embeds nothing."""
+        articles, _ = load_articles(folder)
+        snapshot = self._snapshot
+        if snapshot.settings != self._settings:
+            return True
+        current = {article.article_id: article.content_hash for article in articles}
+        indexed = {article_id: stored.content_hash for article_id, stored in snapshot.articles.items()}
+        return current != indexed
+
+    def search(self, query: str, *, k: int = 5, mode: str = "hybrid") -> list[SearchHit]:
+        """The ``k`` most relevant articles for ``query``, each represented by its best passage."""
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"Unknown search mode {mode!r}; expected one of {', '.join(SEARCH_MODES)}")
+        snapshot = self._snapshot
+        if k <= 0 or not query.strip() or not snapshot.chunks:
+            return []
+
+        query_vector = self._embedder.encode([query])[0]
+        bm25 = snapshot.lexical.scores(tokenize(query))
+        total = len(snapshot.chunks)
+        depth = min(total, max(_MIN_CANDIDATES, k * _CANDIDATES_PER_RESULT))
+        while True:
+            hits = _rank(
+                snapshot,
+                query_vector=query_vector,
+                bm25=bm25,
+                depth=depth,
+                mode=mode,
+                dense_weight=self._dense_weight,
+            )
+            if len(hits) >= k or depth >= total:
+                return hits[:k]
+            # Too few distinct articles among the candidates: look deeper.
+            depth = min(total, depth * 4)
+
+    def stats(self) -> IndexStats:
+        snapshot = self._snapshot
+        return IndexStats(
+            articles=len(snapshot.articles),
+            chunks=len(snapshot.chunks),
+            model_id=snapshot.settings.model_id,
+            dimension=snapshot.settings.dimension,
+            built_at=snapshot.built_at,
+            index_dir=str(self._index_dir),
+            size_bytes=snapshot.size_bytes,
+        )
+
+    def _embed_articles(self, articles: Sequence[StoredArticle], *, progress: bool) -> list[np.ndarray]:
+        texts = [passage_text(chunk) for article in articles for chunk in article.chunks]
+        vectors = np.zeros((len(texts), self._settings.dimension), dtype=np.float32)
+        with tqdm(total=len(texts), desc="Embedding", unit="chunk", disable=not progress or not texts) as bar:
+            for start in range(0, len(texts), EMBED_BATCH_SIZE):
+                batch = texts[start : start + EMBED_BATCH_SIZE]
+                vectors[start : start + len(batch)] = self._embedder.encode(batch, batch_size=EMBED_BATCH_SIZE)
+                bar.update(len(batch))
+        per_article: list[np.ndarray] = []
+        offset = 0
+        for article in articles:
+            per_article.append(vectors[offset : offset + len(article.chunks)])
+            offset += len(article.chunks)
+        return per_article
+
+    def _commit(self, entries: list[tuple[StoredArticle, np.ndarray]]) -> None:
+        articles = tuple(stored for stored, _ in entries)
+        dimension = self._settings.dimension
+        vectors = (
+            np.concatenate([vectors for _, vectors in entries]).astype(np.float32, copy=False)
+            if entries
+            else np.zeros((0, dimension), dtype=np.float32)
+        )
+        built_at = datetime.now(UTC).isoformat(timespec="seconds")
+        # Persist first: if the disk write fails, memory keeps matching the disk.
+        size_bytes = write_index(
+            self._index_dir, settings=self._settings, built_at=built_at, articles=articles, vectors=vectors
+        )
+        self._snapshot = _Snapshot.build(
+            settings=self._settings, articles=articles, vectors=vectors, built_at=built_at, size_bytes=size_bytes
+        )
+        self._persisted = True
+
+
+def _rank(
+    snapshot: _Snapshot,
+    *,
+    query_vector: np.ndarray,
+    bm25: np.ndarray,
+    depth: int,
+    mode: str,
+    dense_weight: float,
+) -> list[SearchHit]:
+    candidates: set[int] = set()
+    if mode in ("dense", "hybrid"):
+        _, rows = snapshot.dense.search(query_vector.reshape(1, -1), depth)
+        candidates.update(int(row) for row in rows[0] if row >= 0)
+    if mode in ("lexical", "hybrid"):
+        matching = np.flatnonzero(bm25 > 0)
+        if len(matching) > depth:
+            matching = matching[np.argpartition(-bm25[matching], depth - 1)[:depth]]
+        candidates.update(int(row) for row in matching)
+    if not candidates:
+        return []
+
+    rows = np.fromiter(sorted(candidates), dtype=np.int64)
+    # Exact cosines for every candidate, including keyword-only ones the
+    # dense search did not return (same numbers FAISS would compute).
+    dense = snapshot.vectors[rows] @ query_vector
+    lexical = normalise_by_max(bm25[rows])
+    if mode == "dense":
+        scores = dense
+    elif mode == "lexical":
+        scores = lexical
+    else:
+        scores = fuse(dense, lexical, dense_weight=dense_weight)
+
+    # An article is as relevant as its best chunk.
+    best: dict[str, int] = {}
+    for position in np.argsort(-scores, kind="stable"):
+        chunk = snapshot.chunks[rows[position]]
+        best.setdefault(chunk.article_id, int(position))
+    hits = []
+    for article_id, position in best.items():
+        chunk = snapshot.chunks[rows[position]]
+        hits.append(
+            SearchHit(
+                article_id=article_id,
+                title=chunk.title,
+                url=chunk.url,
+                source_path=chunk.source_path,
+                heading_path=chunk.heading_path,
+                passage=chunk.text,
+                score=float(scores[position]),
+                dense_score=float(dense[position]),
+                lexical_score=float(lexical[position]),
+            )
+        )
+    return hits
+
+
+def _rows_by_article(snapshot: _Snapshot) -> dict[str, slice]:
+    rows: dict[str, slice] = {}
+    start = 0
+    for article_id, stored in snapshot.articles.items():
+        rows[article_id] = slice(start, start + len(stored.chunks))
+        start += len(stored.chunks)
+    return rows
+
+
+def _stored(article: Article, *, chunks: list[Chunk]) -> StoredArticle:
+    return StoredArticle(
+        article_id=article.article_id,
+        title=article.title,
+        url=article.url,
+        source_path=article.source_path,
+        tags=article.tags,
+        content_hash=article.content_hash,
+        chunks=tuple(chunks),
+    )
+
+
+def _reject_duplicate_ids(articles: Sequence[Article]) -> None:
+    seen: set[str] = set()
+    for article in articles:
+        if article.article_id in seen:
+            raise ValueError(f"Two articles share the id {article.article_id!r}; article ids must be unique")
+        seen.add(article.article_id)
