@@ -128,7 +128,7 @@ async def test_bot_is_silent_while_an_agent_owns_the_conversation(harness: Harne
     await harness.say("pizza", 1)
     handoff.take(harness.app.db, number="TZ-1001", agent="bob", channel="cli")
     harness.runtime.outbox.notify()
-    [joined] = await harness.channel.wait_for(2)[1:] if False else (await harness.channel.wait_for(2))[1:]
+    joined = (await harness.channel.wait_for(2))[1]
     assert "bob" in joined.text
     assert await harness.say("my vpn keeps disconnecting", 2) == []
     handoff.reply(harness.app.db, number="TZ-1001", agent="bob", text="Pizza is on its way.", channel="cli")
