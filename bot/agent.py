@@ -235,7 +235,7 @@ class Tier0Agent:
         return Answer(passage=passage, citations=(citation,), confidence=round(float(hit.dense_score), 4))
 
     def _escalate(self, reason: str, turn: Turn) -> Outcome:
-        escalation = Escalate(reason=reason, summary=summarise(turn), subject=subject_of(turn))
+        escalation = Escalate(reason=reason, summary=summarise(turn), subject=subject_of(turn, reason))
         return Outcome(escalation, AgentState())
 
 
@@ -263,10 +263,21 @@ def summarise(turn: Turn) -> str:
     return "Requester wrote:\n" + "\n".join(lines[-20:])
 
 
-def subject_of(turn: Turn) -> str:
-    """The requester's first real question (not "hi" or "talk to a person"), as a ticket subject."""
-    for line in (*turn.history, turn.text):
+def subject_of(turn: Turn, reason: str) -> str:
+    """The question being escalated, as a ticket subject.
+
+    For an unanswerable question that is the message itself; when the requester
+    asks for a person or gives up, it is the question the bot was working on,
+    else their latest real question (not "hi" or "talk to a person").
+    """
+    candidates: tuple[str, ...]
+    if reason == "low_confidence":
+        candidates = (turn.text,)
+    else:
+        candidates = (turn.state.question or "", *reversed((*turn.history, turn.text)))
+    for line in candidates:
         line = " ".join(line.split())
-        if line and not (intents.is_greeting(line) or intents.asks_for_human(line) or intents.is_thanks(line)):
+        if line and not (intents.is_greeting(line) or intents.asks_for_human(line) or intents.is_thanks(line)
+                         or intents.is_negative_feedback(line)):
             return line[:120]
     return "Support request"

@@ -120,3 +120,9 @@ def test_long_passages_are_cut_at_a_sentence() -> None:
     trimmed = trim_passage(passage, 200)
     assert len(trimmed) <= 202
     assert trimmed.endswith("here. …")
+
+
+def test_a_new_unanswerable_question_is_the_ticket_subject(agent: Tier0Agent) -> None:
+    answered = agent.decide(Turn("vpn drops"))
+    outcome = agent.decide(Turn("can you order pizza", state=answered.state, history=("vpn drops",)))
+    assert isinstance(outcome.decision, Escalate) and outcome.decision.subject == "can you order pizza"
