@@ -12,9 +12,18 @@ model, in a temporary folder - and every query is searched in hybrid,
 dense-only and BM25-only mode. ``--sweep`` also scores the hybrid ranking
 for a range of dense weights, reusing the index and the query vectors.
 
-Measured on StackFAQ (125 articles, 1249 queries), max_chunk_chars 1200:
-see kb_index.fusion.DENSE_WEIGHT for the weight in use; the sweep and the
-full numbers are in the report that introduced this benchmark.
+Measured on StackFAQ (125 articles -> 374 chunks, 1249 queries, chunks of
+at most 1200 characters, dense weight 0.9):
+
+    mode     R@1     R@5     MRR@10
+    hybrid   0.9400  0.9984  0.9664
+    dense    0.9359  0.9984  0.9633
+    bm25     0.7014  0.9271  0.7948
+
+(For comparison, whole articles as single texts: BM25 0.773, dense 0.942,
+plain RRF 0.880.) Timings depend heavily on what else the 2-core machine is
+doing; on a quiet one, indexing took about 80 s and a hybrid query about
+40 ms, nearly all of it spent in the embedding model.
 """
 
 from __future__ import annotations
@@ -101,9 +110,11 @@ def run(
     max_chunk_chars: int = 1200,
     sweep: bool = False,
     progress: bool = False,
+    embedder: Embedder | None = None,
 ) -> dict[str, Any]:
+    """Index ``articles`` and score ``queries``; ``embedder`` defaults to the bundled model."""
     started = time.perf_counter()
-    embedder = _QueryCachingEmbedder(load_embedder())
+    embedder = _QueryCachingEmbedder(embedder or load_embedder())
     model_load_seconds = time.perf_counter() - started
 
     with tempfile.TemporaryDirectory(prefix="tierzero-bench-") as temp:

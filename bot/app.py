@@ -53,11 +53,15 @@ class TierZero:
                      report.added, report.updated, report.removed, report.unchanged, len(report.skipped))
         return index
 
+    def load_knowledge(self, *, progress: bool = False) -> Retriever:
+        """Open (and, per kb.auto_index, refresh) the index the agent answers from."""
+        if self._retriever is None:
+            self._retriever = self.open_index(progress=progress)
+        return self._retriever
+
     @property
     def retriever(self) -> Retriever:
-        if self._retriever is None:
-            self._retriever = self.open_index()
-        return self._retriever
+        return self.load_knowledge()
 
     def runtime(self, channels: Sequence[Channel]) -> Runtime:
         return Runtime(self, channels)

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import getpass
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import click
 
 from bot import handoff
 from bot.app import TierZero
+from bot.logs import configure_logging
 from bot.config import SECRET_KEY, ConfigError, Settings, load_settings
 from kb_index import CorruptIndexError, IndexNotFoundError, KnowledgeBaseError, ModelLoadError
 from ticketing import outbox
@@ -54,8 +54,11 @@ def friendly_errors(command: F) -> F:
 
 def _app(ctx: click.Context) -> TierZero:
     settings = ctx.obj["settings"]()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return TierZero(settings)
+    configure_logging(settings.log_level)
+    app = TierZero(settings)
+    # Close pooled connections when the command ends (PostgreSQL otherwise logs an unexpected EOF).
+    ctx.call_on_close(app.db.dispose)
+    return app
 
 
 @click.group()
@@ -91,7 +94,7 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
     app.db.migrate()
     click.echo(f"database: {redact_url(app.db.url)}")
     click.echo("loading the knowledge index...")
-    app.open_index(progress=True)
+    app.load_knowledge(progress=True)
     serve(app)
 
 
@@ -106,7 +109,7 @@ def chat(ctx: click.Context, user: str | None) -> None:
     app = _app(ctx)
     app.db.migrate()
     click.echo("Loading the knowledge base...", err=True)
-    app._retriever = app.open_index(progress=True)
+    app.load_knowledge(progress=True)
     channel = TerminalChannel(user=user or getpass.getuser())
 
     async def talk() -> None:
@@ -306,7 +309,12 @@ def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
 @friendly_errors
 def check_config(ctx: click.Context) -> None:
     """Validate the configuration and print it (secrets hidden)."""
+    from bot.channel import ChannelContext
+    from bot.registry import build_channels
+
     settings = ctx.obj["settings"]()
+    # Channel sections are validated by their channel, as `tierzero run` does (no connection is made).
+    build_channels(ChannelContext(settings=settings, conversations=_app(ctx).conversations))
     shown = settings.model_dump(mode="json")
     shown["database"]["url"] = redact_url(settings.database_url)
     for section in shown["channels"].values():

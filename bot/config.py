@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
 
 DATABASE_URL_ENV = "TIERZERO_DATABASE_URL"
 CONFIG_PATH_ENV = "TIERZERO_CONFIG"
@@ -95,6 +96,14 @@ class Settings(StrictModel):
     # Channel name -> that channel's own settings, validated by the channel itself.
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"http_api": {}})
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _listed_without_settings(cls, value: Any) -> Any:
+        # "http_api:" with every setting commented out is YAML null: the channel with its defaults.
+        if isinstance(value, dict):
+            return {name: {} if section is None else section for name, section in value.items()}
+        return value
+
     @property
     def database_url(self) -> str:
         url = os.environ.get(DATABASE_URL_ENV) or self.database.url
@@ -135,14 +144,20 @@ def settings_from_mapping(raw: Any, *, source: str = "config", base_dir: Path | 
     try:
         settings = Settings.model_validate(expand_env_references(raw))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=source)) from None
+        raise ConfigError(format_validation_error(exc, source=source, written=raw)) from None
     return _resolve_paths(settings, base_dir or Path.cwd())
 
 
 def expand_env_references(value: Any) -> Any:
-    """Replace ``${NAME}`` / ``${NAME:-default}`` in strings; an unset NAME reads as None."""
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in strings.
+
+    A key whose whole value is an unset NAME (without default) is dropped: absent, so
+    the setting keeps its default. Inside a longer string an unset NAME reads as "".
+    """
     if isinstance(value, dict):
-        return {key: expand_env_references(item) for key, item in value.items()}
+        expanded = {key: expand_env_references(item) for key, item in value.items()}
+        # None here comes only from a whole unset reference (a YAML null stays null): drop the key.
+        return {key: item for key, item in expanded.items() if item is not None or value[key] is None}
     if isinstance(value, list):
         return [expand_env_references(item) for item in value]
     if not isinstance(value, str):
@@ -154,7 +169,8 @@ def expand_env_references(value: Any) -> Any:
     return _ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1)) or m.group(2) or "", value)
 
 
-def format_validation_error(exc: ValidationError, *, source: str) -> str:
+def format_validation_error(exc: ValidationError, *, source: str, written: Any = None) -> str:
+    """One line per problem. ``written`` is the mapping as written, before ``${...}`` expansion."""
     lines = []
     for error in exc.errors():
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
@@ -164,10 +180,26 @@ def format_validation_error(exc: ValidationError, *, source: str) -> str:
             lines.append(f"{source}: missing required key '{key}'")
         else:
             got = error.get("input")
-            secret = SECRET_KEY.search(key)
-            shown = "" if secret or isinstance(got, dict | list) else f" (got {got!r})"
+            as_written = _value_at(written, error["loc"])
+            if SECRET_KEY.search(key) or isinstance(got, dict | list):
+                shown = ""
+            elif isinstance(as_written, str) and _ENV_REFERENCE.search(as_written):
+                # Show the reference, never the (possibly secret) value it expanded to.
+                shown = f" (got {as_written!r})"
+            else:
+                shown = f" (got {got!r})"
             lines.append(f"{source}: {key}: {error['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _value_at(mapping: Any, loc: tuple[int | str, ...]) -> Any:
+    """The value at ``loc``, or the first string met on the way there (a whole section written as text)."""
+    value = mapping
+    for part in loc:
+        if not isinstance(value, dict) or part not in value:
+            break
+        value = value[part]
+    return value if isinstance(value, str) else None
 
 
 def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
@@ -180,8 +212,25 @@ def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
             "kb": settings.kb.model_copy(
                 update={"path": resolve(settings.kb.path), "index_dir": resolve(settings.kb.index_dir)}
             ),
+            "database": settings.database.model_copy(
+                update={"url": _resolve_sqlite_url(settings.database.url, base_dir)}
+            ),
         }
     )
+
+
+def _resolve_sqlite_url(url: str | None, base_dir: Path) -> str | None:
+    """A SQLite URL's relative file path is a relative path like any other in the file."""
+    if not url:
+        return url
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL the database layer can parse; it reports that itself
+        return url
+    database = parsed.database or ""
+    relative = (parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+                and not database.startswith("file:") and not Path(database).is_absolute())
+    return parsed.set(database=str(base_dir / database)).render_as_string(hide_password=False) if relative else url
 
 
 def validate_section(model: type[StrictModel], raw: Any, *, key: str) -> Any:
@@ -189,4 +238,4 @@ def validate_section(model: type[StrictModel], raw: Any, *, key: str) -> Any:
     try:
         return model.model_validate(expand_env_references(raw or {}))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source=f"config: {key}")) from None
+        raise ConfigError(format_validation_error(exc, source=f"config: {key}", written=raw)) from None

@@ -14,9 +14,9 @@ For every inbound message:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
@@ -74,7 +74,7 @@ class Pipeline:
         self._queue: asyncio.Queue[int] = asyncio.Queue(maxsize=10_000)
         self._in_flight: set[int] = set()
         self._done: dict[int, asyncio.Future[int]] = {}
-        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # conversation -> (lock, users)
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: list[str] = []
 
@@ -214,31 +214,42 @@ class Pipeline:
     async def process(self, message_id: int) -> int:
         """Answer one accepted message; returns how many replies were queued."""
         conversation_id = await asyncio.to_thread(self._conversation_of, message_id)
-        async with self._locks[conversation_id]:
-            try:
-                for _ in range(3):
-                    snapshot = await asyncio.to_thread(self._snapshot, message_id)
-                    if snapshot is None:
-                        return 0  # already processed (redelivery raced us, or another replica)
-                    outcome = None
-                    if snapshot.owner in (Owner.BOT, Owner.CLOSED):
-                        turn = Turn(
-                            text=snapshot.text,
-                            action=snapshot.action,
-                            state=snapshot.state if snapshot.owner == Owner.BOT else AgentState(),
-                            history=snapshot.history,
-                        )
-                        outcome = await asyncio.to_thread(self._agent.decide, turn)
-                    queued = await asyncio.to_thread(self._apply, message_id, snapshot.owner, outcome)
-                    if queued is not None:
-                        if queued:
-                            self._on_reply_queued()
-                        return queued
-                    # The owner changed while the agent was thinking (an agent took over): route again.
-                raise RuntimeError(f"message {message_id}: conversation owner kept changing")
-            finally:
-                if not self._locks[conversation_id].locked():
-                    self._locks.pop(conversation_id, None)
+        async with self._conversation_lock(conversation_id):
+            for _ in range(3):
+                snapshot = await asyncio.to_thread(self._snapshot, message_id)
+                if snapshot is None:
+                    return 0  # already processed (redelivery raced us, or another replica)
+                outcome = None
+                if snapshot.owner in (Owner.BOT, Owner.CLOSED):
+                    turn = Turn(
+                        text=snapshot.text,
+                        action=snapshot.action,
+                        state=snapshot.state if snapshot.owner == Owner.BOT else AgentState(),
+                        history=snapshot.history,
+                    )
+                    outcome = await asyncio.to_thread(self._agent.decide, turn)
+                queued = await asyncio.to_thread(self._apply, message_id, snapshot.owner, outcome)
+                if queued is not None:
+                    if queued:
+                        self._on_reply_queued()
+                    return queued
+                # The owner changed while the agent was thinking (an agent took over): route again.
+            raise RuntimeError(f"message {message_id}: conversation owner kept changing")
+
+    @contextlib.asynccontextmanager
+    async def _conversation_lock(self, conversation_id: int) -> AsyncIterator[None]:
+        """One message at a time per conversation; the lock is dropped when nobody needs it."""
+        lock, users = self._locks.get(conversation_id, (asyncio.Lock(), 0))
+        self._locks[conversation_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[conversation_id]
+            if users == 1:
+                del self._locks[conversation_id]
+            else:
+                self._locks[conversation_id] = (lock, users - 1)
 
     def _conversation_of(self, message_id: int) -> int:
         with self._db.transaction() as session:

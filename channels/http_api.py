@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -63,6 +63,19 @@ class MessageIn(BaseModel):
     display_name: str = Field(default="", max_length=255)
     email: str | None = Field(default=None, max_length=320)
     action: str | None = Field(default=None, max_length=300)
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        # JSON can carry NUL and lone surrogates ("\u0000", "\ud800"); no database stores them.
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("is not valid Unicode (lone surrogate)") from None
+        return value
 
 
 class HttpApiChannel:
@@ -123,6 +136,8 @@ class HttpApiChannel:
             return _error(400, "request body is not valid UTF-8")
         except json.JSONDecodeError as exc:
             return _error(400, f"request body is not valid JSON: {exc.msg} at position {exc.pos}")
+        except RecursionError:
+            return _error(400, "request body is not valid JSON: nested too deeply")
         try:
             incoming = MessageIn.model_validate(data)
         except ValidationError as exc:
@@ -187,10 +202,13 @@ class HttpApiChannel:
 
     async def send(self, reply: OutboundReply) -> None:
         """Replies are stored and fetchable already; push them only if a webhook is set."""
-        if not self._settings.webhook_url or self._client is None:
+        if not self._settings.webhook_url:
             return
+        # After stop() a one-off client: the runtime flushes the outbox after stopping channels.
+        shared = self._client
+        client = shared or httpx.AsyncClient(timeout=self._settings.webhook_timeout_seconds)
         try:
-            response = await self._client.post(
+            response = await client.post(
                 self._settings.webhook_url,
                 json=reply.to_payload(),
                 headers={"Idempotency-Key": reply.idempotency_key},
@@ -199,6 +217,9 @@ class HttpApiChannel:
             raise DeliveryOutcomeUnknown(f"webhook timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise TemporaryDeliveryError(f"webhook unreachable: {type(exc).__name__}") from exc
+        finally:
+            if client is not shared:
+                await client.aclose()
         if response.status_code in RETRYABLE_STATUS:
             raise TemporaryDeliveryError(f"webhook answered {response.status_code}",
                                          retry_after=_retry_after(response))

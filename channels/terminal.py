@@ -124,7 +124,8 @@ class TerminalChannel:
             line = self._stdin.readline()
         except KeyboardInterrupt:
             return None
-        return line if line else None
+        # NUL is valid UTF-8 but no database stores it (PostgreSQL refuses it): treat it as undecodable.
+        return line.replace("\x00", "\ufffd") if line else None
 
     def _write(self, text: str) -> None:
         self._stdout.write(text)

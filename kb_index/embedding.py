@@ -121,7 +121,10 @@ def load_embedder(model: str = BUNDLED_MODEL, *, sha256: str | None = None) -> S
 
         st_model = SentenceTransformer(source, device="cpu")
     except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
-        raise ModelLoadError(f"Could not load embedding model {model!r}: {_one_line(exc)}") from exc
+        raise ModelLoadError(
+            f"Could not load embedding model {model!r}: {_one_line(exc)} "
+            "(models are never downloaded at run time: use 'bundled' or a local model folder)"
+        ) from exc
     return SentenceTransformerEmbedder(st_model, model_id=model_id)
 
 

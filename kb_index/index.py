@@ -13,7 +13,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from kb_index.chunking import CHUNKER_VERSION, Chunk, chunk_article
+from kb_index.chunking import CHUNKER_VERSION, MIN_MAX_CHARS, Chunk, chunk_article
 from kb_index.documents import Article, SkippedFile, load_articles
 from kb_index.embedding import Embedder
 from kb_index.fusion import DENSE_WEIGHT, fuse, normalise_by_max
@@ -56,6 +56,14 @@ _TITLE_REPEATS = 2
 
 @dataclass(frozen=True)
 class SearchHit:
+    """One article in a result list, represented by its best-matching chunk.
+
+    ``score`` orders the results (higher is better; in hybrid mode the fused
+    relevance). ``dense_score`` is the cosine between the question and the
+    passage (-1..1); ``lexical_score`` is its BM25 score divided by the best
+    BM25 score among the candidates considered (0..1).
+    """
+
     article_id: str
     title: str
     url: str | None
@@ -69,6 +77,8 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class IndexReport:
+    """What a sync did. Articles re-chunked because the chunking settings changed count as updated."""
+
     added: int
     updated: int
     removed: int
@@ -137,6 +147,12 @@ def lexical_tokens(chunk: Chunk) -> list[str]:
 
 
 class KnowledgeIndex:
+    """Chunks of knowledge-base articles with their vectors and keyword index, kept in ``index_dir``.
+
+    Searches may run from any number of threads, also while a sync runs: a
+    sync builds a new immutable snapshot and swaps it in once it is on disk.
+    """
+
     def __init__(
         self,
         *,
@@ -147,6 +163,8 @@ class KnowledgeIndex:
     ) -> None:
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError(f"dense_weight must be between 0 and 1, got {dense_weight}")
+        if max_chunk_chars < MIN_MAX_CHARS:
+            raise ValueError(f"max_chunk_chars must be at least {MIN_MAX_CHARS}, got {max_chunk_chars}")
         self._index_dir = Path(index_dir)
         self._embedder = embedder
         self._dense_weight = dense_weight
@@ -304,9 +322,10 @@ class KnowledgeIndex:
                 depth=depth,
                 mode=mode,
                 dense_weight=self._dense_weight,
+                limit=k,
             )
             if len(hits) >= k or depth >= total:
-                return hits[:k]
+                return hits
             # Too few distinct articles among the candidates: look deeper.
             depth = min(total, depth * 4)
 
@@ -364,6 +383,7 @@ def _rank(
     depth: int,
     mode: str,
     dense_weight: float,
+    limit: int,
 ) -> list[SearchHit]:
     candidates: set[int] = set()
     if mode in ("dense", "hybrid"):
@@ -394,6 +414,8 @@ def _rank(
     for position in np.argsort(-scores, kind="stable"):
         chunk = snapshot.chunks[rows[position]]
         best.setdefault(chunk.article_id, int(position))
+        if len(best) == limit:
+            break
     hits = []
     for article_id, position in best.items():
         chunk = snapshot.chunks[rows[position]]

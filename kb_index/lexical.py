@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
@@ -14,6 +15,11 @@ from bm25s.stopwords import STOPWORDS_EN
 _COMPOUND = re.compile(r"[^\W_]+(?:[-_.][^\W_]+)*")
 _JOINERS = re.compile(r"[-_.]")
 _STOPWORDS = frozenset(STOPWORDS_EN)
+
+# bm25s pins its logger to DEBUG on import, which overrides the application's
+# logging configuration and prints a line per index build; NOTSET hands the
+# decision back to the application.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 
 def tokenize(text: str) -> list[str]:
