@@ -22,8 +22,8 @@ at most 1200 characters, dense weight 0.9):
 
 (For comparison, whole articles as single texts: BM25 0.773, dense 0.942,
 plain RRF 0.880.) Timings depend heavily on what else the 2-core machine is
-doing; on a quiet one, indexing took about 80 s and a hybrid query about
-40 ms, nearly all of it spent in the embedding model.
+doing: indexing took 80-190 s and the median hybrid query 50-200 ms across
+runs, nearly all of it in the embedding model (search itself is ~1.5 ms).
 """
 
 from __future__ import annotations

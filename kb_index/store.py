@@ -19,7 +19,6 @@ before the swap can still open the file it names.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
