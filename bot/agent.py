@@ -34,6 +34,8 @@ class Hit(Protocol):
     @property
     def passage(self) -> str: ...
     @property
+    def continuation(self) -> str: ...
+    @property
     def dense_score(self) -> float: ...
 
 
@@ -231,7 +233,9 @@ class Tier0Agent:
 
     def _answer_from(self, hit: Hit) -> Answer:
         citation = Citation(title=hit.title, article_id=hit.article_id, url=hit.url, source_path=hit.source_path)
-        passage = trim_passage(hit.passage, self._settings.max_passage_chars)
+        # Quote on into what follows (often the steps after a symptom description).
+        text = f"{hit.passage}\n\n{hit.continuation}" if hit.continuation else hit.passage
+        passage = trim_passage(text, self._settings.max_passage_chars)
         return Answer(passage=passage, citations=(citation,), confidence=round(float(hit.dense_score), 4))
 
     def _escalate(self, reason: str, turn: Turn) -> Outcome:

@@ -56,7 +56,7 @@ class AgentSettings(StrictModel):
     # Two articles closer than this are offered as a choice instead of guessing.
     clarify_margin: float = Field(default=0.02, ge=0.0, le=1.0)
     max_unhelpful_turns: int = Field(default=2, ge=1, le=10)
-    max_passage_chars: int = Field(default=900, ge=100, le=5000)
+    max_passage_chars: int = Field(default=1200, ge=100, le=5000)
 
 
 class TicketSettings(StrictModel):

@@ -9,7 +9,7 @@ from kb_index.documents import Article, is_markdown
 
 # Bump whenever the splitting rules change, so that existing indexes are
 # re-chunked (the version is stored with the index and checked by is_stale).
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2
 MIN_MAX_CHARS = 100
 
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -180,11 +180,16 @@ def _split_long(text: str, *, max_chars: int) -> list[str]:
         if len(paragraph) <= max_chars:
             pieces.append(paragraph)
             continue
-        for sentence_group in _pack(_SENTENCE_END.split(paragraph), separator=" ", max_chars=max_chars):
-            if len(sentence_group) <= max_chars:
-                pieces.append(sentence_group)
-            else:
-                pieces.extend(_hard_wrap(sentence_group, max_chars=max_chars))
+        # A long list keeps one item per line: split between lines before sentences.
+        for line_group in _pack(paragraph.split("\n"), separator="\n", max_chars=max_chars):
+            if len(line_group) <= max_chars:
+                pieces.append(line_group)
+                continue
+            for sentence_group in _pack(_SENTENCE_END.split(line_group), separator=" ", max_chars=max_chars):
+                if len(sentence_group) <= max_chars:
+                    pieces.append(sentence_group)
+                else:
+                    pieces.extend(_hard_wrap(sentence_group, max_chars=max_chars))
     return [piece for piece in (p.strip() for p in pieces) if piece]
 
 

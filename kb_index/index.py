@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import logging
 import threading
 from collections.abc import Sequence
@@ -52,6 +54,7 @@ _MIN_CANDIDATES = 50
 # The title is the best summary of a support article; counting its words
 # twice lets a question that names the topic beat one passing mention.
 _TITLE_REPEATS = 2
+_CONTINUATION_CHUNKS = 3
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class SearchHit:
     score: float
     dense_score: float
     lexical_score: float
+    # What follows the passage in the article (the next few chunks, with their
+    # section headings), so an answer can quote on into the steps.
+    continuation: str = ""
 
 
 @dataclass(frozen=True)
@@ -418,7 +424,8 @@ def _rank(
             break
     hits = []
     for article_id, position in best.items():
-        chunk = snapshot.chunks[rows[position]]
+        row = int(rows[position])
+        chunk = snapshot.chunks[row]
         hits.append(
             SearchHit(
                 article_id=article_id,
@@ -430,9 +437,24 @@ def _rank(
                 score=float(scores[position]),
                 dense_score=float(dense[position]),
                 lexical_score=float(lexical[position]),
+                continuation=_continuation(snapshot.chunks, row),
             )
         )
     return hits
+
+
+def _continuation(chunks: Sequence[Chunk], row: int) -> str:
+    """The chunks after ``row`` in the same article (articles are stored contiguously)."""
+    parts: list[str] = []
+    heading = chunks[row].heading_path
+    for chunk in itertools.takewhile(
+        lambda c: c.article_id == chunks[row].article_id, chunks[row + 1 : row + 1 + _CONTINUATION_CHUNKS]
+    ):
+        if chunk.heading_path != heading and chunk.heading_path:
+            parts.append(f"{chunk.heading_path[-1]}:")
+        heading = chunk.heading_path
+        parts.append(chunk.text)
+    return "\n\n".join(parts)
 
 
 def _rows_by_article(snapshot: _Snapshot) -> dict[str, slice]:

@@ -20,7 +20,7 @@ from bot.agent import (
 )
 from bot.config import AgentSettings
 from bot.model import Action
-from tests.fixtures.fakes import it_retriever
+from tests.fixtures.fakes import FakeHit, FakeRetriever, it_retriever
 
 
 @pytest.fixture
@@ -126,3 +126,12 @@ def test_a_new_unanswerable_question_is_the_ticket_subject(agent: Tier0Agent) ->
     answered = agent.decide(Turn("vpn drops"))
     outcome = agent.decide(Turn("can you order pizza", state=answered.state, history=("vpn drops",)))
     assert isinstance(outcome.decision, Escalate) and outcome.decision.subject == "can you order pizza"
+
+
+def test_answers_quote_on_into_what_follows_the_passage() -> None:
+    hit = FakeHit("vpn-drops", "VPN keeps disconnecting", 0.8, "Symptoms: the VPN drops.",
+                  continuation="Steps:\n\n1. Use a cable.\n2. Pick the nearest gateway.")
+    agent = Tier0Agent(retriever=FakeRetriever({"vpn": [hit]}), settings=AgentSettings())
+    answer = agent.decide(Turn("vpn drops")).decision
+    assert isinstance(answer, Answer)
+    assert answer.passage.startswith("Symptoms: the VPN drops.") and "2. Pick the nearest gateway." in answer.passage

@@ -164,3 +164,14 @@ def test_searches_keep_working_while_a_sync_swaps_the_index(
             thread.join()
 
     assert errors == []
+
+
+def test_a_hit_carries_what_follows_it_in_the_same_article(index: KnowledgeIndex) -> None:
+    [hit] = index.search("GlobalProtect drops the tunnel on home Wi-Fi", k=1, mode="lexical")
+    assert hit.article_id == "vpn-keeps-disconnecting"
+    assert hit.heading_path == ("Symptoms",)
+    # The fix that follows the symptoms, under its heading; never another article's text.
+    assert hit.continuation.startswith("Fix:\n\nOpen the GlobalProtect settings")
+    assert "password" not in hit.continuation.lower()
+    [last] = index.search("disable power saving on the wireless adapter reconnect", k=1, mode="lexical")
+    assert last.continuation == ""
