@@ -308,15 +308,19 @@ def _field(row: dict[str, Any], name: str, path: Path) -> str:
 
 
 def _print_table(result: dict[str, Any]) -> None:
-    print(f"corpus {result['corpus']}: {result['n_articles']} articles, {result['n_chunks']} chunks, "
-          f"{result['n_queries']} queries; indexed in {result['index_seconds']} s")
+    print(
+        f"corpus {result['corpus']}: {result['n_articles']} articles, {result['n_chunks']} chunks, "
+        f"{result['n_queries']} queries; indexed in {result['index_seconds']} s"
+    )
     print(f"{'mode':<8} {'R@1':>7} {'R@5':>7} {'MRR@10':>7}")
     for name, metrics in (("hybrid", result), ("dense", result["dense"]), ("bm25", result["bm25"])):
         print(f"{name:<8} {metrics['recall@1']:>7.4f} {metrics['recall@5']:>7.4f} {metrics['mrr@10']:>7.4f}")
     print(f"hybrid query latency: p50 {result['query_ms_p50']} ms, p95 {result['query_ms_p95']} ms")
     for row in result.get("sweep", []):
-        print(f"  dense_weight {row['dense_weight']:.2f}: MRR@10 {row['mrr@10']:.4f} "
-              f"(even {row['mrr@10_even']:.4f}, odd {row['mrr@10_odd']:.4f})")
+        print(
+            f"  dense_weight {row['dense_weight']:.2f}: MRR@10 {row['mrr@10']:.4f} "
+            f"(even {row['mrr@10_even']:.4f}, odd {row['mrr@10_odd']:.4f})"
+        )
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

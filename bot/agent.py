@@ -162,17 +162,13 @@ class Tier0Agent:
             return Outcome(Close(solved_by_bot=True), AgentState())
         if action == Action.CLOSE or (state.awaiting == "close_confirmation" and intents.is_yes(text)):
             return Outcome(Close(solved_by_bot=state.question is not None), AgentState())
-        if state.awaiting == "close_confirmation" and (
-            action == Action.NOT_SOLVED or intents.is_no(text)
-        ):
+        if state.awaiting == "close_confirmation" and (action == Action.NOT_SOLVED or intents.is_no(text)):
             return Outcome(KeepOpen(), replace(state, awaiting=None))
         if state.awaiting == "clarify":
             chosen = self._chosen_option(text, action, state)
             if chosen is not None:
                 return self._answer_article(chosen, state)
-        if state.awaiting == "feedback" and (
-            action == Action.NOT_SOLVED or intents.is_negative_feedback(text)
-        ):
+        if state.awaiting == "feedback" and (action == Action.NOT_SOLVED or intents.is_negative_feedback(text)):
             return self._try_again(turn)
         if action is None and intents.is_thanks(text):
             return Outcome(OfferClose(), replace(state, awaiting="close_confirmation"))
@@ -191,11 +187,13 @@ class Tier0Agent:
         runner_up = next((h for h in hits[1:] if h.article_id != best.article_id), None)
         if runner_up is not None and best.dense_score - runner_up.dense_score < self._settings.clarify_margin:
             options = (Option(best.article_id, best.title), Option(runner_up.article_id, runner_up.title))
-            state = AgentState(awaiting="clarify", question=query, options=options,
-                               unhelpful_turns=turn.state.unhelpful_turns)
+            state = AgentState(
+                awaiting="clarify", question=query, options=options, unhelpful_turns=turn.state.unhelpful_turns
+            )
             return Outcome(Clarify(question=query, options=options), state)
-        state = AgentState(awaiting="feedback", question=query, offered=(best.article_id,),
-                           unhelpful_turns=turn.state.unhelpful_turns)
+        state = AgentState(
+            awaiting="feedback", question=query, offered=(best.article_id,), unhelpful_turns=turn.state.unhelpful_turns
+        )
         return Outcome(self._answer_from(best), state)
 
     def _try_again(self, turn: Turn) -> Outcome:
@@ -215,8 +213,9 @@ class Tier0Agent:
         hit = next((h for h in self._retriever.search(question, k=10) if h.article_id == article_id), None)
         if hit is None:  # the index changed under the options; ask afresh
             return self._answer_question(question, Turn(text=question, state=AgentState()))
-        new_state = AgentState(awaiting="feedback", question=question, offered=(article_id,),
-                               unhelpful_turns=state.unhelpful_turns)
+        new_state = AgentState(
+            awaiting="feedback", question=question, offered=(article_id,), unhelpful_turns=state.unhelpful_turns
+        )
         return Outcome(self._answer_from(hit), new_state)
 
     def _chosen_option(self, text: str, action: str | None, state: AgentState) -> str | None:
@@ -281,7 +280,11 @@ def subject_of(turn: Turn, reason: str) -> str:
         candidates = (turn.state.question or "", *reversed((*turn.history, turn.text)))
     for line in candidates:
         line = " ".join(line.split())
-        if line and not (intents.is_greeting(line) or intents.asks_for_human(line) or intents.is_thanks(line)
-                         or intents.is_negative_feedback(line)):
+        if line and not (
+            intents.is_greeting(line)
+            or intents.asks_for_human(line)
+            or intents.is_thanks(line)
+            or intents.is_negative_feedback(line)
+        ):
             return line[:120]
     return "Support request"

@@ -49,8 +49,14 @@ class TierZero:
             index = KnowledgeIndex(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
         if sync and (len(index) == 0 or index.is_stale(Path(kb.path))):
             report = index.sync(Path(kb.path), progress=progress)
-            log.info("knowledge index: %s added, %s updated, %s removed, %s unchanged, %s skipped",
-                     report.added, report.updated, report.removed, report.unchanged, len(report.skipped))
+            log.info(
+                "knowledge index: %s added, %s updated, %s removed, %s unchanged, %s skipped",
+                report.added,
+                report.updated,
+                report.removed,
+                report.unchanged,
+                len(report.skipped),
+            )
         return index
 
     def load_knowledge(self, *, progress: bool = False) -> Retriever:

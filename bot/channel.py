@@ -9,7 +9,6 @@ without touching the core.
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum

@@ -11,13 +11,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
 from bot import handoff
 from bot.app import TierZero
-from bot.logs import configure_logging
 from bot.config import SECRET_KEY, ConfigError, Settings, load_settings
+from bot.logs import configure_logging
 from kb_index import CorruptIndexError, IndexNotFoundError, KnowledgeBaseError, ModelLoadError
 from ticketing import outbox
 from ticketing.db import DatabaseUnavailableError, redact_url
@@ -52,9 +53,12 @@ def friendly_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _app(ctx: click.Context) -> TierZero:
+def _app(ctx: click.Context, *, server: bool = False) -> TierZero:
     settings = ctx.obj["settings"]()
-    configure_logging(settings.log_level)
+    # Only the server logs routine progress; other commands print their results
+    # and show warnings and errors (and everything when log_level is DEBUG).
+    quiet = not server and settings.log_level != "DEBUG"
+    configure_logging("WARNING" if quiet else settings.log_level)
     app = TierZero(settings)
     # Close pooled connections when the command ends (PostgreSQL otherwise logs an unexpected EOF).
     ctx.call_on_close(app.db.dispose)
@@ -62,8 +66,13 @@ def _app(ctx: click.Context) -> TierZero:
 
 
 @click.group()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Configuration file (default: $TIERZERO_CONFIG or ./config.yaml).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Configuration file (default: $TIERZERO_CONFIG or ./config.yaml).",
+)
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
     """tierzero: chat-first IT support bot."""
@@ -87,9 +96,11 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Start the server with every enabled channel (foreground)."""
     from bot.server import serve
 
-    app = _app(ctx)
+    app = _app(ctx, server=True)
     if host or port is not None:
-        server = app.settings.server.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+        server = app.settings.server.model_copy(
+            update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        )
         app.settings = app.settings.model_copy(update={"server": server})
     app.db.migrate()
     click.echo(f"database: {redact_url(app.db.url)}")
@@ -141,20 +152,26 @@ def kb_index(ctx: click.Context, path: Path | None, rebuild: bool) -> None:
     folder = path or settings.kb.path
     embedder = load_embedder(settings.kb.model, sha256=settings.kb.model_sha256)
     if rebuild:
-        index = KnowledgeIndex(index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars)
+        index = KnowledgeIndex(
+            index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars
+        )
     else:
         try:
-            index = KnowledgeIndex.open_or_create(index_dir=settings.index_dir, embedder=embedder,
-                                                  max_chunk_chars=settings.kb.max_chunk_chars)
+            index = KnowledgeIndex.open_or_create(
+                index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars
+            )
         except CorruptIndexError as exc:
             click.echo(f"warning: {exc}; rebuilding", err=True)
-            index = KnowledgeIndex(index_dir=settings.index_dir, embedder=embedder,
-                                   max_chunk_chars=settings.kb.max_chunk_chars)
+            index = KnowledgeIndex(
+                index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars
+            )
     report = index.sync(Path(folder), progress=True)
     for skipped in report.skipped:
         click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)
-    click.echo(f"indexed {folder}: {report.added} added, {report.updated} updated, {report.removed} removed, "
-               f"{report.unchanged} unchanged, {len(report.skipped)} skipped; {report.chunks} chunks")
+    click.echo(
+        f"indexed {folder}: {report.added} added, {report.updated} updated, {report.removed} removed, "
+        f"{report.unchanged} unchanged, {len(report.skipped)} skipped; {report.chunks} chunks"
+    )
 
 
 @kb.command("search")
@@ -173,8 +190,10 @@ def kb_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> None
     if not hits:
         click.echo("no matching articles")
     for rank, hit in enumerate(hits, 1):
-        click.echo(f"{rank}. {hit.title}  [{hit.source_path}]  score={hit.score:.3f} "
-                   f"dense={hit.dense_score:.3f} lexical={hit.lexical_score:.3f}")
+        click.echo(
+            f"{rank}. {hit.title}  [{hit.source_path}]  score={hit.score:.3f} "
+            f"dense={hit.dense_score:.3f} lexical={hit.lexical_score:.3f}"
+        )
         heading = " > ".join(hit.heading_path)
         if heading:
             click.echo(f"   section: {heading}")
@@ -214,8 +233,10 @@ def tickets_list(ctx: click.Context, status: tuple[str, ...], limit: int) -> Non
         if not rows:
             click.echo("no tickets")
         for t in rows:
-            click.echo(f"{t.number:<10} {t.status:<9} {t.priority:<7} {t.assignee or '-':<14} "
-                       f"{t.created_at:%Y-%m-%d %H:%M}  {t.subject}")
+            click.echo(
+                f"{t.number:<10} {t.status:<9} {t.priority:<7} {t.assignee or '-':<14} "
+                f"{t.created_at:%Y-%m-%d %H:%M}  {t.subject}"
+            )
 
 
 @tickets.command("show")
@@ -232,11 +253,15 @@ def tickets_show(ctx: click.Context, number: str) -> None:
             raise TicketError(f"no ticket {number}")
         requester = t.requester
         click.echo(f"{t.number}: {t.subject}")
-        click.echo(f"status: {t.status}   priority: {t.priority}   tier: {t.tier}   "
-                   f"assignee: {t.assignee or '-'}   group: {t.group or '-'}   category: {t.category or '-'}")
+        click.echo(
+            f"status: {t.status}   priority: {t.priority}   tier: {t.tier}   "
+            f"assignee: {t.assignee or '-'}   group: {t.group or '-'}   category: {t.category or '-'}"
+        )
         click.echo(f"requester: {requester.display_name or requester.platform_id} ({requester.channel})")
-        click.echo(f"created: {t.created_at:%Y-%m-%d %H:%M:%S %Z}   first response: "
-                   f"{t.first_response_at or '-'}   resolved: {t.resolved_at or '-'}")
+        click.echo(
+            f"created: {t.created_at:%Y-%m-%d %H:%M:%S %Z}   first response: "
+            f"{t.first_response_at or '-'}   resolved: {t.resolved_at or '-'}"
+        )
         click.echo("")
         click.echo(t.description)
         click.echo("")
@@ -245,7 +270,9 @@ def tickets_show(ctx: click.Context, number: str) -> None:
             click.echo(f"  {e.at:%Y-%m-%d %H:%M:%S}  {e.kind:<18} {e.actor} via {e.channel}")
 
 
-def _agent_action(name: str, action: Callable[..., handoff.TicketChange], doc: str, *, takes_text: bool = False) -> None:
+def _agent_action(
+    name: str, action: Callable[..., handoff.TicketChange], doc: str, *, takes_text: bool = False
+) -> None:
     @tickets.command(name, help=doc)
     @click.argument("number")
     @click.option("--agent", default=None, help="Your agent name (default: your login name).")
@@ -255,8 +282,10 @@ def _agent_action(name: str, action: Callable[..., handoff.TicketChange], doc: s
         app = _app(ctx)
         app.db.migrate()
         change = action(app.db, number=number, agent=agent or getpass.getuser(), channel="cli", **extra)
-        click.echo(f"{change.number}: status {change.status}, conversation owner {change.owner}, "
-                   f"assignee {change.assignee or '-'}")
+        click.echo(
+            f"{change.number}: status {change.status}, conversation owner {change.owner}, "
+            f"assignee {change.assignee or '-'}"
+        )
 
     if takes_text:
         click.argument("text")(command)
@@ -287,8 +316,9 @@ def outbox_list(ctx: click.Context, status: tuple[str, ...]) -> None:
         counts = outbox.count_by_status(session)
         click.echo("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "outbox is empty")
         for item in outbox.list_items(session, statuses=list(status) or None):
-            click.echo(f"#{item.id:<6} {item.status:<8} {item.channel:<10} attempts={item.attempts} "
-                       f"{item.last_error or ''}")
+            click.echo(
+                f"#{item.id:<6} {item.status:<8} {item.channel:<10} attempts={item.attempts} {item.last_error or ''}"
+            )
 
 
 @outbox_group.command("retry")
@@ -317,11 +347,24 @@ def check_config(ctx: click.Context) -> None:
     build_channels(ChannelContext(settings=settings, conversations=_app(ctx).conversations))
     shown = settings.model_dump(mode="json")
     shown["database"]["url"] = redact_url(settings.database_url)
-    for section in shown["channels"].values():
-        for key in section:
-            if SECRET_KEY.search(key) and section[key]:
-                section[key] = "***"
+    shown["channels"] = {name: hide_secrets(section) for name, section in shown["channels"].items()}
     click.echo(json.dumps(shown, indent=2))
+
+
+def hide_secrets(value: Any, key: str = "") -> Any:
+    """Channel settings for display: secrets masked, URLs cut to scheme and host
+    (webhook URLs often carry a token in their path or query)."""
+    if isinstance(value, dict):
+        return {k: hide_secrets(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [hide_secrets(v, key) for v in value]
+    if isinstance(value, str) and value:
+        if SECRET_KEY.search(key):
+            return "***"
+        if key.endswith("url"):
+            parts = urlsplit(value)
+            return f"{parts.scheme}://{parts.hostname or ''}/***" if parts.scheme else "***"
+    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -228,8 +228,12 @@ def _resolve_sqlite_url(url: str | None, base_dir: Path) -> str | None:
     except Exception:  # not a URL the database layer can parse; it reports that itself
         return url
     database = parsed.database or ""
-    relative = (parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-                and not database.startswith("file:") and not Path(database).is_absolute())
+    relative = (
+        parsed.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not Path(database).is_absolute()
+    )
     return parsed.set(database=str(base_dir / database)).render_as_string(hide_password=False) if relative else url
 
 

@@ -32,8 +32,11 @@ def take(db: Database, *, number: str, agent: str, channel: str) -> TicketChange
         ticket, conversation = _load(session, number)
         service.take_ticket(session, ticket=ticket, conversation=conversation, agent=agent, channel=channel)
         text = messages.AGENT_JOINED.format(agent=agent, number=ticket.number)
-        queue_reply(session, conversation=conversation,
-                    reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number))
+        queue_reply(
+            session,
+            conversation=conversation,
+            reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number),
+        )
         return _change(ticket, conversation)
 
 
@@ -45,8 +48,9 @@ def reply(db: Database, *, number: str, agent: str, text: str, channel: str) -> 
         if ticket.assignee != agent:
             raise service.TicketError(f"take {ticket.number} before replying (assignee: {ticket.assignee or 'nobody'})")
         service.record_agent_reply(session, ticket=ticket, agent=agent, channel=channel)
-        reply = OutboundReply(conversation_ref(conversation), text.strip(), ReplyKind.AGENT,
-                              ticket_number=ticket.number)
+        reply = OutboundReply(
+            conversation_ref(conversation), text.strip(), ReplyKind.AGENT, ticket_number=ticket.number
+        )
         queue_reply(session, conversation=conversation, reply=reply, author_kind="agent", author_id=agent)
         return _change(ticket, conversation)
 
@@ -56,21 +60,28 @@ def hand_back(db: Database, *, number: str, agent: str, channel: str) -> TicketC
         ticket, conversation = _load(session, number)
         service.hand_back_to_bot(session, ticket=ticket, conversation=conversation, agent=agent, channel=channel)
         text = messages.HANDED_BACK.format(number=ticket.number)
-        queue_reply(session, conversation=conversation,
-                    reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number))
+        queue_reply(
+            session,
+            conversation=conversation,
+            reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number),
+        )
         return _change(ticket, conversation)
 
 
 def resolve(db: Database, *, number: str, agent: str, channel: str, resolution: str = "") -> TicketChange:
     with db.transaction() as session:
         ticket, conversation = _load(session, number)
-        service.resolve_ticket(session, ticket=ticket, conversation=conversation, actor=agent,
-                               channel=channel, resolution=resolution)
+        service.resolve_ticket(
+            session, ticket=ticket, conversation=conversation, actor=agent, channel=channel, resolution=resolution
+        )
         conversation.resolved_by = "agent"
         conversation.resolved_at = ticket.resolved_at
         text = messages.TICKET_RESOLVED.format(number=ticket.number)
-        queue_reply(session, conversation=conversation,
-                    reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number))
+        queue_reply(
+            session,
+            conversation=conversation,
+            reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number),
+        )
         return _change(ticket, conversation)
 
 

@@ -23,19 +23,20 @@ def normalise(text: str) -> str:
 _HUMAN_REQUEST = re.compile(
     r"""
     \b(talk|speak|chat|connect|put\ me\ through|transfer)\b[^.?!]{0,25}?
-        \b(human|person|someone|somebody|agent|technician|tech|operator|representative|rep|staff|it\ support|helpdesk|help\ desk|service\ desk)\b
+        \b(human|person|someone|somebody|agent|technician|tech|operator|representative|rep|staff
+           |it\ support|helpdesk|help\ desk|service\ desk)\b
     | \b(real|live|human|actual)\ (person|agent|human|being|support)\b
     | \b(open|create|raise|log|file|submit)\ (a\ |an\ )?(support\ )?(ticket|case|incident|request)\b
     | ^(human|agent|person|operator|representative|escalate|helpdesk|help\ desk|ticket)(\ please)?$
-    | ^(i\ want|i\ need|i'd\ like|can\ i\ get|get\ me)\ (a|an|to\ talk\ to\ a|to\ speak\ to\ a)?\ ?(human|person|agent|technician)\b
+    | ^(i\ want|i\ need|i'd\ like|can\ i\ get|get\ me)\ (a|an|to\ talk\ to\ a|to\ speak\ to\ a)?\ ?
+        (human|person|agent|technician)\b
     """,
     re.VERBOSE,
 )
 
 _GREETING = re.compile(
-    r"^(hi|hello|hey|hiya|howdy|yo|greetings|good\ (morning|afternoon|evening|day)|hi\ there|hello\ there|hey\ there)"
-    r"(\ (there|team|bot|tierzero|all|everyone))?$",
-    re.VERBOSE,
+    r"^(hi|hello|hey|hiya|howdy|yo|greetings|good\ (morning|afternoon|evening|day))"
+    r"(\ (there|team|bot|tierzero|all|everyone))?$"
 )
 
 _THANKS = re.compile(
@@ -50,8 +51,10 @@ THANKS_MAX_WORDS = 8
 
 _NEGATIVE_FEEDBACK = re.compile(
     r"^(no|nope|nah|not\ really)$"
-    r"|^(didn't\ work|did\ not\ work|doesn't\ work|does\ not\ work|still\ (not\ working|broken|the\ same|doesn't\ work|happening)"
-    r"|that\ (didn't|did\ not|doesn't|does\ not)\ (help|work|fix\ it|solve\ it)|not\ helpful|that's\ not\ it|wrong\ article|no\ luck)\b"
+    r"|^(didn't\ work|did\ not\ work|doesn't\ work|does\ not\ work"
+    r"|still\ (not\ working|broken|the\ same|doesn't\ work|happening)"
+    r"|that\ (didn't|did\ not|doesn't|does\ not)\ (help|work|fix\ it|solve\ it)"
+    r"|not\ helpful|that's\ not\ it|wrong\ article|no\ luck)\b"
 )
 
 _YES = re.compile(r"^(y|yes|yeah|yep|yup|sure|please\ do|ok|okay|close(\ it)?|yes\ please|go\ ahead)$")

@@ -2,8 +2,8 @@
 
 GREETING = (
     "Hi! I'm tierzero, the IT help bot. Tell me what's going wrong "
-    "(for example \"my VPN keeps disconnecting\") and I'll look it up. "
-    "Say \"talk to a person\" at any time to reach the IT team."
+    '(for example "my VPN keeps disconnecting") and I\'ll look it up. '
+    'Say "talk to a person" at any time to reach the IT team.'
 )
 ASK_FOR_QUESTION = "What can I help you with? Describe the problem in a sentence or two."
 ANSWER_INTRO = "Here's what our knowledge base says:"

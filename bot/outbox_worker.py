@@ -148,7 +148,9 @@ class OutboxWorker:
                 retry_after = getattr(outcome, "retry_after", None)
                 delay = self.backoff(attempts, retry_after=retry_after)
                 outbox.schedule_retry(session, item_id=item_id, at=utcnow() + timedelta(seconds=delay), error=error)
-                log.warning("outbox item %s: attempt %s failed (%s); retrying in %.1fs", item_id, attempts, error, delay)
+                log.warning(
+                    "outbox item %s: attempt %s failed (%s); retrying in %.1fs", item_id, attempts, error, delay
+                )
 
     def backoff(self, attempts: int, *, retry_after: float | None = None) -> float:
         """Exponential backoff with jitter; a platform's Retry-After wins when it is longer."""
@@ -166,5 +168,11 @@ class OutboxWorker:
         )
         log.error("outbox item %s: %s: %s", item_id, kind, error)
         if ticket is not None:
-            service.add_event(session, ticket=ticket, actor="tierzero", channel="outbox", kind=kind,
-                              detail={"outbox_id": item_id, "error": error})
+            service.add_event(
+                session,
+                ticket=ticket,
+                actor="tierzero",
+                channel="outbox",
+                kind=kind,
+                detail={"outbox_id": item_id, "error": error},
+            )

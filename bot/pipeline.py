@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
@@ -47,6 +48,15 @@ log = logging.getLogger(__name__)
 # a full queue, or a failed attempt).
 SWEEP_INTERVAL_SECONDS = 5.0
 HISTORY_TURNS = 20
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """Text any database accepts: NUL (refused by PostgreSQL) and lone surrogates
+    (not encodable as UTF-8) become U+FFFD, so the message is kept, not refused."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class Pipeline:
 
     async def accept(self, message: InboundMessage) -> Receipt:
         """Commit the message and queue it for an answer; raises InvalidMessage."""
+        message = replace(message, text=storable_text(message.text))
         self.validate(message)
         receipt = await asyncio.to_thread(self._persist, message)
         if receipt.status is Acceptance.ACCEPTED:
@@ -152,8 +163,9 @@ class Pipeline:
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
         except TimeoutError:
-            log.warning("pipeline stopped with %s messages still queued; they resume at next start",
-                        self._queue.qsize())
+            log.warning(
+                "pipeline stopped with %s messages still queued; they resume at next start", self._queue.qsize()
+            )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -300,9 +312,7 @@ class Pipeline:
                 return self._apply_decision(session, conversation, message, outcome)
             return self._apply_human_owned(session, conversation, message)
 
-    def _apply_decision(
-        self, session: Session, conversation: Conversation, message: Message, outcome: Outcome
-    ) -> int:
+    def _apply_decision(self, session: Session, conversation: Conversation, message: Message, outcome: Outcome) -> int:
         decision = outcome.decision
         # The agent does not track rounds; keep where the current one started.
         state = replace(outcome.state, round_start=AgentState.from_json(conversation.agent_state).round_start)
@@ -349,9 +359,11 @@ class Pipeline:
         # Waiting in the queue: confirm once that the message reached the ticket.
         if conversation.owner == Owner.QUEUE and state.get("queued_note_for") != ticket.number:
             conversation.agent_state = {**state, "queued_note_for": ticket.number}
-            reply = notice(conversation_ref(conversation), messages.QUEUED_NOTE.format(number=ticket.number),
-                           ticket_number=ticket.number)
+            reply = notice(
+                conversation_ref(conversation),
+                messages.QUEUED_NOTE.format(number=ticket.number),
+                ticket_number=ticket.number,
+            )
             queue_reply(session, conversation=conversation, reply=reply)
             return 1
         return 0
-

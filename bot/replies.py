@@ -30,9 +30,7 @@ def reply_for_decision(
             intro = messages.ANSWER_RETRY_INTRO if retry else messages.ANSWER_INTRO
             sources = "\n".join(messages.SOURCE_LINE.format(title=c.title, link=c.link) for c in citations)
             text = f"{intro}\n\n{passage}\n\n{sources}\n\n{messages.ANSWER_FOOTER}"
-            return OutboundReply(
-                conversation, text, ReplyKind.ANSWER, citations=citations, buttons=_ANSWER_BUTTONS
-            )
+            return OutboundReply(conversation, text, ReplyKind.ANSWER, citations=citations, buttons=_ANSWER_BUTTONS)
         case Clarify(options=options):
             lines = [messages.CLARIFY_QUESTION] + [f"{i}. {o.title}" for i, o in enumerate(options, 1)]
             buttons = tuple(Button(o.title, f"{Action.CHOOSE}:{o.article_id}") for o in options)

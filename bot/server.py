@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -77,11 +77,33 @@ def banner(app: TierZero, channels: ChannelSet) -> str:
     return "\n".join(lines)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, but a SIGTERM/SIGINT that was handled by a graceful stop ends the process with 0.
+
+    uvicorn re-raises the captured signal once it has shut down, so the process
+    would die by SIGTERM, or end with a KeyboardInterrupt traceback on Ctrl-C.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 def serve(app: TierZero) -> None:
     runtime, channels = prepare(app)
     asgi = create_app(runtime)
     server = app.settings.server
-    config = uvicorn.Config(asgi, host=server.host, port=server.port, lifespan="on",
-                            log_level=app.settings.log_level.lower(), access_log=False)
+    config = uvicorn.Config(
+        asgi,
+        host=server.host,
+        port=server.port,
+        lifespan="on",
+        log_level=app.settings.log_level.lower(),
+        access_log=False,
+    )
     print(banner(app, channels), flush=True)
-    uvicorn.Server(config).run()
+    _Server(config).run()

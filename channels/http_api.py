@@ -96,8 +96,9 @@ class HttpApiChannel:
             raise ChannelDisabled(f"no auth_token set and the server listens on {server.host}, not loopback")
         if settings.auth_token is None:
             log.warning("http_api: no auth_token configured; accepting unauthenticated requests on loopback")
-        return cls(settings=settings, conversations=context.conversations,
-                   base_url=f"http://{server.host}:{server.port}")
+        return cls(
+            settings=settings, conversations=context.conversations, base_url=f"http://{server.host}:{server.port}"
+        )
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -127,9 +128,9 @@ class HttpApiChannel:
             return denied
         if self._on_message is None:
             return _error(503, "not accepting messages right now", headers={"Retry-After": "5"})
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        body = await _read_limited(request, MAX_BODY_BYTES)
+        if body is None:
+            return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
         try:
             data = json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
@@ -171,22 +172,24 @@ class HttpApiChannel:
         replies = await self._conversations.replies(channel=self.name, conversation_id=conversation_id, after_id=after)
         if replies is None:
             return _error(404, f"no conversation {conversation_id}")
-        return JSONResponse({
-            "conversation_id": conversation_id,
-            "replies": [
-                {
-                    "id": r.id,
-                    "text": r.text,
-                    "kind": r.kind,
-                    "author": r.author,
-                    "citations": r.parts.get("citations", []),
-                    "buttons": r.parts.get("buttons", []),
-                    "ticket_number": r.parts.get("ticket_number"),
-                    "created_at": r.created_at.isoformat(),
-                }
-                for r in replies
-            ],
-        })
+        return JSONResponse(
+            {
+                "conversation_id": conversation_id,
+                "replies": [
+                    {
+                        "id": r.id,
+                        "text": r.text,
+                        "kind": r.kind,
+                        "author": r.author,
+                        "citations": r.parts.get("citations", []),
+                        "buttons": r.parts.get("buttons", []),
+                        "ticket_number": r.parts.get("ticket_number"),
+                        "created_at": r.created_at.isoformat(),
+                    }
+                    for r in replies
+                ],
+            }
+        )
 
     def _check_auth(self, request: Request) -> Response | None:
         token = self._settings.auth_token
@@ -221,8 +224,7 @@ class HttpApiChannel:
             if client is not shared:
                 await client.aclose()
         if response.status_code in RETRYABLE_STATUS:
-            raise TemporaryDeliveryError(f"webhook answered {response.status_code}",
-                                         retry_after=_retry_after(response))
+            raise TemporaryDeliveryError(f"webhook answered {response.status_code}", retry_after=_retry_after(response))
         if response.status_code >= 400:
             raise PermanentDeliveryError(f"webhook answered {response.status_code}")
 
@@ -237,6 +239,19 @@ def to_inbound(incoming: MessageIn) -> InboundMessage:
         action=incoming.action,
         raw=incoming.model_dump(),
     )
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` (never buffered whole)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -111,9 +111,7 @@ def _markdown_blocks(body: str, *, title: str) -> list[_Block]:
         # A heading with nothing under it is already carried in the heading
         # path of its subsections; on its own it is not worth a passage.
         if text:
-            blocks.append(
-                _Block(heading_path=tuple(name for _, name in stack), heading_line=heading_line, body=text)
-            )
+            blocks.append(_Block(heading_path=tuple(name for _, name in stack), heading_line=heading_line, body=text))
         lines.clear()
 
     for line in body.split("\n"):
@@ -252,7 +250,7 @@ def _hard_wrap(text: str, *, max_chars: int) -> list[str]:
 
 def _common_prefix(left: tuple[str, ...], right: tuple[str, ...]) -> tuple[str, ...]:
     prefix: list[str] = []
-    for a, b in zip(left, right):
+    for a, b in zip(left, right, strict=False):
         if a != b:
             break
         prefix.append(a)

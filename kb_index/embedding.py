@@ -118,7 +118,10 @@ def load_embedder(model: str = BUNDLED_MODEL, *, sha256: str | None = None) -> S
         # Imported here because torch takes seconds to import, and most
         # callers of this package (tests, the CLI's other commands) never embed.
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
+        # The per-tensor "Loading weights" bar is noise in a chat or a server log.
+        transformers_logging.disable_progress_bar()
         st_model = SentenceTransformer(source, device="cpu")
     except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the user
         raise ModelLoadError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-
 import logging
 import threading
 from collections.abc import Sequence
@@ -274,11 +273,13 @@ class KnowledgeIndex:
                     added += 1
                 else:
                     updated += 1
-                pending.append(_stored(article, chunks=chunk_article(article, max_chars=self._settings.max_chunk_chars)))
+                pending.append(
+                    _stored(article, chunks=chunk_article(article, max_chars=self._settings.max_chunk_chars))
+                )
             wanted = {article.article_id for article in articles}
             removed = sum(1 for article_id in old.articles if article_id not in wanted)
 
-            for stored, vectors in zip(pending, self._embed_articles(pending, progress=progress)):
+            for stored, vectors in zip(pending, self._embed_articles(pending, progress=progress), strict=True):
                 kept[stored.article_id] = (stored, vectors)
 
             changed = bool(added or updated or removed or rechunk_all)
@@ -294,7 +295,11 @@ class KnowledgeIndex:
             )
         logger.info(
             "Knowledge index synced: %s added, %s updated, %s removed, %s unchanged, %s chunks",
-            report.added, report.updated, report.removed, report.unchanged, report.chunks,
+            report.added,
+            report.updated,
+            report.removed,
+            report.unchanged,
+            report.chunks,
         )
         return report
 

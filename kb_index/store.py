@@ -128,9 +128,7 @@ def read_index(index_dir: Path) -> StoredIndex:
     try:
         manifest_bytes = manifest_path.read_bytes()
     except FileNotFoundError as exc:
-        raise IndexNotFoundError(
-            f"No knowledge index in {index_dir}. Run `tierzero kb index` to build it."
-        ) from exc
+        raise IndexNotFoundError(f"No knowledge index in {index_dir}. Run `tierzero kb index` to build it.") from exc
     except OSError as exc:
         raise _corrupt(index_dir, f"cannot read {MANIFEST_NAME}: {exc.strerror or exc}") from exc
 
@@ -160,7 +158,9 @@ def read_index(index_dir: Path) -> StoredIndex:
     if vectors.shape[0] != chunk_count:
         raise _corrupt(index_dir, f"it has {vectors.shape[0]} vectors for {chunk_count} chunks")
     if vectors.shape[1] != settings.dimension:
-        raise _corrupt(index_dir, f"its vectors have {vectors.shape[1]} dimensions, the manifest says {settings.dimension}")
+        raise _corrupt(
+            index_dir, f"its vectors have {vectors.shape[1]} dimensions, the manifest says {settings.dimension}"
+        )
     return StoredIndex(
         settings=settings,
         built_at=built_at,

@@ -55,7 +55,11 @@ def run_cli(config: Path, *args: str, stdin: str = "", timeout: float = 300) -> 
     env = {k: v for k, v in os.environ.items() if k != "TIERZERO_DATABASE_URL"}
     return subprocess.run(
         [TIERZERO, "--config", str(config), *args],
-        input=stdin, capture_output=True, text=True, timeout=timeout, env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -67,8 +71,9 @@ def home(tmp_path: Path, demo_index: Path) -> Path:
 
 def test_chat_answers_from_the_vpn_article_and_escalates_pizza(home: Path) -> None:
     config = write_config(home)
-    chat = run_cli(config, "chat", "--user", "alice",
-                   stdin="my VPN keeps disconnecting\ncan you order pizza for the team\n/quit\n")
+    chat = run_cli(
+        config, "chat", "--user", "alice", stdin="my VPN keeps disconnecting\ncan you order pizza for the team\n/quit\n"
+    )
     assert chat.returncode == 0, chat.stderr
     answer, _, escalation = chat.stdout.partition("Did that solve it?")
     assert "Source: VPN keeps disconnecting (https://it.example.com/kb/vpn-keeps-disconnecting)" in answer
@@ -86,7 +91,9 @@ def test_kb_search_and_stats(home: Path) -> None:
     config = write_config(home)
     search = run_cli(config, "kb", "search", "locked out of my account after too many attempts")
     assert search.returncode == 0, search.stderr
-    assert search.stdout.splitlines()[0].startswith("1. ") and "[account-locked-out.md]" in search.stdout.splitlines()[0]
+    assert (
+        search.stdout.splitlines()[0].startswith("1. ") and "[account-locked-out.md]" in search.stdout.splitlines()[0]
+    )
     stats = run_cli(config, "kb", "stats")
     assert "articles: " in stats.stdout and "all-MiniLM-L6-v2" in stats.stdout
 
@@ -111,17 +118,21 @@ def free_port() -> int:
 
 def test_server_serves_the_demo_kb_over_http_and_stops_gracefully(home: Path) -> None:
     port = free_port()
-    config = write_config(home, server={"host": "127.0.0.1", "port": port},
-                          channels={"http_api": {}, "terminal": {"enabled": False}})
+    config = write_config(
+        home, server={"host": "127.0.0.1", "port": port}, channels={"http_api": {}, "terminal": {"enabled": False}}
+    )
     env = {k: v for k, v in os.environ.items() if k != "TIERZERO_DATABASE_URL"}
-    server = subprocess.Popen([TIERZERO, "--config", str(config), "run"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [TIERZERO, "--config", str(config), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base, server)
         with httpx.Client(base_url=base, timeout=10) as client:
-            posted = client.post("/api/v1/messages", json={
-                "requester_id": "alice", "message_id": "m1", "text": "How do I set up MFA on my new phone?"})
+            posted = client.post(
+                "/api/v1/messages",
+                json={"requester_id": "alice", "message_id": "m1", "text": "How do I set up MFA on my new phone?"},
+            )
             assert posted.status_code == 202, posted.text
             replies = poll_replies(client, posted.json()["replies_url"])
             assert replies[0]["kind"] == "answer"

@@ -29,9 +29,7 @@ def get_or_create_requester(
             session,
             Requester(channel=channel, platform_id=platform_id, display_name=display_name, email=email),
             lambda: session.scalar(
-                select(Requester).where(
-                    Requester.channel == channel, Requester.platform_id == platform_id
-                )
+                select(Requester).where(Requester.channel == channel, Requester.platform_id == platform_id)
             ),
         )
     # Keep the latest profile details the platform told us.
@@ -78,9 +76,7 @@ def get_or_create_conversation(
     return conversation
 
 
-def find_inbound_message(
-    session: Session, *, channel: str, channel_message_id: str
-) -> Message | None:
+def find_inbound_message(session: Session, *, channel: str, channel_message_id: str) -> Message | None:
     return session.scalar(
         select(Message).where(
             Message.channel == channel,

@@ -190,9 +190,7 @@ class Ticket(Base):
     closed_at: Mapped[datetime | None] = mapped_column()
 
     requester: Mapped[Requester] = relationship()
-    events: Mapped[list[TicketEvent]] = relationship(
-        back_populates="ticket", order_by="TicketEvent.id"
-    )
+    events: Mapped[list[TicketEvent]] = relationship(back_populates="ticket", order_by="TicketEvent.id")
 
 
 class TicketEvent(Base):

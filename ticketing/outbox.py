@@ -18,9 +18,7 @@ from ticketing.clock import utcnow
 from ticketing.models import Conversation, Message, OutboxItem, OutboxStatus
 
 
-def enqueue(
-    session: Session, *, conversation: Conversation, message: Message, payload: dict[str, Any]
-) -> OutboxItem:
+def enqueue(session: Session, *, conversation: Conversation, message: Message, payload: dict[str, Any]) -> OutboxItem:
     item = OutboxItem(
         conversation_id=conversation.id,
         message_id=message.id,
@@ -124,9 +122,7 @@ def retry_unknown(session: Session, *, item_ids: list[int] | None = None) -> int
     query = update(OutboxItem).where(OutboxItem.status.in_([OutboxStatus.UNKNOWN, OutboxStatus.DEAD]))
     if item_ids:
         query = query.where(OutboxItem.id.in_(item_ids))
-    result = session.execute(
-        query.values(status=OutboxStatus.PENDING, next_attempt_at=utcnow(), attempts=0)
-    )
+    result = session.execute(query.values(status=OutboxStatus.PENDING, next_attempt_at=utcnow(), attempts=0))
     return result.rowcount or 0
 
 

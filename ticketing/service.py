@@ -74,16 +74,12 @@ def add_event(
     kind: str,
     detail: dict[str, Any] | None = None,
 ) -> TicketEvent:
-    event = TicketEvent(
-        ticket_id=ticket.id, actor=actor, channel=channel, kind=kind, detail=detail or {}, at=utcnow()
-    )
+    event = TicketEvent(ticket_id=ticket.id, actor=actor, channel=channel, kind=kind, detail=detail or {}, at=utcnow())
     session.add(event)
     return event
 
 
-def take_ticket(
-    session: Session, *, ticket: Ticket, conversation: Conversation, agent: str, channel: str
-) -> None:
+def take_ticket(session: Session, *, ticket: Ticket, conversation: Conversation, agent: str, channel: str) -> None:
     """An agent takes an unowned ticket; the bot falls silent in its conversation."""
     _require_open(ticket)
     if ticket.assignee and ticket.assignee != agent:
@@ -101,9 +97,7 @@ def record_agent_reply(session: Session, *, ticket: Ticket, agent: str, channel:
     add_event(session, ticket=ticket, actor=agent, channel=channel, kind="agent_reply")
 
 
-def hand_back_to_bot(
-    session: Session, *, ticket: Ticket, conversation: Conversation, agent: str, channel: str
-) -> None:
+def hand_back_to_bot(session: Session, *, ticket: Ticket, conversation: Conversation, agent: str, channel: str) -> None:
     """The agent returns the conversation to the bot; the ticket stays open, unassigned."""
     _require_open(ticket)
     ticket.assignee = None
@@ -125,9 +119,7 @@ def resolve_ticket(
     ticket.status = TicketStatus.RESOLVED
     ticket.resolved_at = utcnow()
     conversation.owner = Owner.CLOSED
-    add_event(
-        session, ticket=ticket, actor=actor, channel=channel, kind="resolved", detail={"resolution": resolution}
-    )
+    add_event(session, ticket=ticket, actor=actor, channel=channel, kind="resolved", detail={"resolution": resolution})
 
 
 def get_ticket(session: Session, *, number: str) -> Ticket | None:
@@ -138,9 +130,7 @@ def get_ticket(session: Session, *, number: str) -> Ticket | None:
     )
 
 
-def list_tickets(
-    session: Session, *, statuses: tuple[str, ...] | None = None, limit: int = 50
-) -> list[Ticket]:
+def list_tickets(session: Session, *, statuses: tuple[str, ...] | None = None, limit: int = 50) -> list[Ticket]:
     query = select(Ticket).options(selectinload(Ticket.requester)).order_by(Ticket.id.desc()).limit(limit)
     if statuses:
         query = query.where(Ticket.status.in_(statuses))

@@ -129,8 +129,13 @@ def test_a_new_unanswerable_question_is_the_ticket_subject(agent: Tier0Agent) ->
 
 
 def test_answers_quote_on_into_what_follows_the_passage() -> None:
-    hit = FakeHit("vpn-drops", "VPN keeps disconnecting", 0.8, "Symptoms: the VPN drops.",
-                  continuation="Steps:\n\n1. Use a cable.\n2. Pick the nearest gateway.")
+    hit = FakeHit(
+        "vpn-drops",
+        "VPN keeps disconnecting",
+        0.8,
+        "Symptoms: the VPN drops.",
+        continuation="Steps:\n\n1. Use a cable.\n2. Pick the nearest gateway.",
+    )
     agent = Tier0Agent(retriever=FakeRetriever({"vpn": [hit]}), settings=AgentSettings())
     answer = agent.decide(Turn("vpn drops")).decision
     assert isinstance(answer, Answer)

@@ -42,9 +42,10 @@ def tierzero(config: Path, *args: str) -> Result:
 
 
 def succeeded(result: Result) -> str:
+    """What a successful command printed on stdout."""
     assert result.exit_code == 0, result.output
     assert result.exception is None
-    return result.output
+    return result.stdout
 
 
 def one_line_error(result: Result) -> str:
@@ -78,12 +79,14 @@ async def open_ticket(config: Path, text: str = "can you order pizza for the tea
     channel = RecordingChannel()
     try:
         async with app.runtime([channel]) as runtime:
-            receipt = await runtime.pipeline.accept(InboundMessage(
-                channel_message_id="m1",
-                conversation=ConversationRef("test", "c1"),
-                sender=Participant("test", "U1", display_name="Alice"),
-                text=text,
-            ))
+            receipt = await runtime.pipeline.accept(
+                InboundMessage(
+                    channel_message_id="m1",
+                    conversation=ConversationRef("test", "c1"),
+                    sender=Participant("test", "U1", display_name="Alice"),
+                    text=text,
+                )
+            )
             await asyncio.wait_for(receipt.handled, 10)
             [reply] = await channel.wait_for(1)
             assert reply.kind == ReplyKind.ESCALATION and reply.ticket_number == "TZ-1001"
@@ -142,15 +145,24 @@ async def test_agents_work_a_ticket_and_steps_out_of_order_are_refused(config: P
 
     history = succeeded(act("show", "TZ-1001")).split("history:\n")[1].splitlines()
     assert [(line.split()[2], line.split()[3]) for line in history] == [
-        ("opened", "bot"), ("taken", "bob"), ("agent_reply", "bob"), ("handed_back", "bob"), ("resolved", "bob"),
+        ("opened", "bot"),
+        ("taken", "bob"),
+        ("agent_reply", "bob"),
+        ("handed_back", "bob"),
+        ("resolved", "bob"),
     ]
     assert all(line.endswith("via cli") for line in history[1:])
 
 
 @pytest.mark.parametrize("command", ["show", "take", "reply", "handback", "resolve"])
 def test_an_unknown_ticket_is_a_clear_error(config: Path, command: str) -> None:
-    args = ["tickets", command, "TZ-9999", *(["Hi"] if command == "reply" else []),
-            *([] if command == "show" else ["--agent", "bob"])]
+    args = [
+        "tickets",
+        command,
+        "TZ-9999",
+        *(["Hi"] if command == "reply" else []),
+        *([] if command == "show" else ["--agent", "bob"]),
+    ]
     assert one_line_error(tierzero(config, *args)) == "no ticket TZ-9999"
 
 
@@ -176,11 +188,14 @@ async def test_outbox_list_counts_and_lists_replies(config: Path) -> None:
 # -- configuration and start-up errors ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("servr:\n  port: 80\n", "config.yaml: unknown key 'servr'"),
-    ("tickets:\n  number_prefix: tz\n", "config.yaml: tickets.number_prefix: String should match pattern"),
-    ("server:\n  port: [80\n", "config.yaml (line 3): not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("servr:\n  port: 80\n", "config.yaml: unknown key 'servr'"),
+        ("tickets:\n  number_prefix: tz\n", "config.yaml: tickets.number_prefix: String should match pattern"),
+        ("server:\n  port: [80\n", "config.yaml (line 3): not valid YAML"),
+    ],
+)
 @pytest.mark.parametrize("command", [["tickets", "list"], ["outbox", "list"], ["check-config"]])
 def test_a_bad_config_file_is_a_one_line_error_naming_the_key(
     tmp_path: Path, text: str, message: str, command: list[str]
@@ -196,8 +211,15 @@ def test_a_missing_config_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert error == f"{tmp_path}/nope.yaml: file not found"
 
 
-@pytest.mark.parametrize("command", [["tickets", "list"], ["tickets", "show", "TZ-1001"], ["outbox", "list"],
-                                     ["tickets", "take", "TZ-1001", "--agent", "bob"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tickets", "list"],
+        ["tickets", "show", "TZ-1001"],
+        ["outbox", "list"],
+        ["tickets", "take", "TZ-1001", "--agent", "bob"],
+    ],
+)
 def test_an_unreachable_database_is_a_one_line_error(tmp_path: Path, command: list[str]) -> None:
     config = write_config(tmp_path, f"postgresql+psycopg://tz:{SECRET}@127.0.0.1:1/tierzero")
     error = one_line_error(tierzero(config, *command))
@@ -205,26 +227,29 @@ def test_an_unreachable_database_is_a_one_line_error(tmp_path: Path, command: li
     assert SECRET not in error
 
 
-def test_check_config_prints_the_settings_with_secrets_hidden(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_config_prints_the_settings_with_secrets_hidden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERZERO_API_TOKEN", SECRET)
     monkeypatch.setenv("TIERZERO_DATABASE_URL", f"postgresql+psycopg://tz:{SECRET}@db.example:5432/tz")
-    config = write_config(tmp_path, channels={"http_api": {"auth_token": "${TIERZERO_API_TOKEN}"}})
+    webhook = f"https://hooks.example.com/services/{SECRET}?sig={SECRET}"
+    config = write_config(
+        tmp_path, channels={"http_api": {"auth_token": "${TIERZERO_API_TOKEN}", "webhook_url": webhook}}
+    )
     output = succeeded(tierzero(config, "check-config"))
     assert SECRET not in output
     shown = json.loads(output)
     assert shown["channels"]["http_api"]["auth_token"] == "***"
+    assert shown["channels"]["http_api"]["webhook_url"] == "https://hooks.example.com/***"
     assert shown["database"]["url"] == "postgresql+psycopg://tz:***@db.example:5432/tz"
     assert shown["data_dir"] == str(tmp_path / "data")
 
 
-@pytest.mark.parametrize(("channels", "message"), [
-    ({"slack": {}}, "config: channels.slack: unknown channel 'slack'; known channels: http_api, terminal"),
-    ({"http_api": {"auth_tokn": "x"}}, "config: channels.http_api: unknown key 'auth_tokn'"),
-])
-def test_check_config_validates_the_channel_sections(
-    tmp_path: Path, channels: dict[str, Any], message: str
-) -> None:
+@pytest.mark.parametrize(
+    ("channels", "message"),
+    [
+        ({"slack": {}}, "config: channels.slack: unknown channel 'slack'; known channels: http_api, terminal"),
+        ({"http_api": {"auth_tokn": "x"}}, "config: channels.http_api: unknown key 'auth_tokn'"),
+    ],
+)
+def test_check_config_validates_the_channel_sections(tmp_path: Path, channels: dict[str, Any], message: str) -> None:
     # `tierzero run` would refuse these; check-config must not call them valid.
     assert one_line_error(tierzero(write_config(tmp_path, channels=channels), "check-config")) == message

@@ -41,10 +41,12 @@ def config_error(text: str, folder: Path) -> str:
 
 def test_defaults_load_when_there_is_no_config_file(tmp_path: Path) -> None:
     settings = load_settings()
-    assert settings == Settings().model_copy(update={
-        "data_dir": tmp_path / "data",
-        "kb": Settings().kb.model_copy(update={"path": tmp_path / "kb"}),
-    })
+    assert settings == Settings().model_copy(
+        update={
+            "data_dir": tmp_path / "data",
+            "kb": Settings().kb.model_copy(update={"path": tmp_path / "kb"}),
+        }
+    )
     assert settings.server.host == "127.0.0.1"
     assert settings.channels == {"http_api": {}}
     assert settings.database_url == f"sqlite:///{tmp_path / 'data' / 'tierzero.db'}"
@@ -84,27 +86,31 @@ def test_the_repository_config_validates(monkeypatch: pytest.MonkeyPatch) -> Non
 # -- errors ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("servr:\n  port: 80\n", "servr"),
-    ("server:\n  hots: 0.0.0.0\n", "server.hots"),
-    ("agent:\n  answer_treshold: 0.5\n", "agent.answer_treshold"),
-])
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("servr:\n  port: 80\n", "servr"),
+        ("server:\n  hots: 0.0.0.0\n", "server.hots"),
+        ("agent:\n  answer_treshold: 0.5\n", "agent.answer_treshold"),
+    ],
+)
 def test_an_unknown_key_is_one_line_naming_the_dotted_key(tmp_path: Path, text: str, key: str) -> None:
     error = config_error(text, tmp_path)
     assert error == f"{tmp_path / 'config.yaml'}: unknown key '{key}'"
 
 
-@pytest.mark.parametrize(("text", "key", "expected"), [
-    ("server:\n  port: eighty\n", "server.port", "valid integer"),
-    ("server:\n  port: 70000\n", "server.port", "less than or equal to 65535"),
-    ("pipeline:\n  workers: [1, 2]\n", "pipeline.workers", "valid integer"),
-    ("log_level: LOUD\n", "log_level", "should match pattern"),
-    ("database: sqlite:///x.db\n", "database", "valid dictionary"),
-    ("channels:\n  - http_api\n", "channels", "valid dictionary"),
-])
-def test_a_wrong_type_names_the_key_and_what_was_expected(
-    tmp_path: Path, text: str, key: str, expected: str
-) -> None:
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("server:\n  port: eighty\n", "server.port", "valid integer"),
+        ("server:\n  port: 70000\n", "server.port", "less than or equal to 65535"),
+        ("pipeline:\n  workers: [1, 2]\n", "pipeline.workers", "valid integer"),
+        ("log_level: LOUD\n", "log_level", "should match pattern"),
+        ("database: sqlite:///x.db\n", "database", "valid dictionary"),
+        ("channels:\n  - http_api\n", "channels", "valid dictionary"),
+    ],
+)
+def test_a_wrong_type_names_the_key_and_what_was_expected(tmp_path: Path, text: str, key: str, expected: str) -> None:
     error = config_error(text, tmp_path)
     assert len(error.splitlines()) == 1
     assert error.startswith(f"{tmp_path / 'config.yaml'}: {key}: ")
@@ -120,11 +126,14 @@ def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
     assert any("pipeline.workers" in line for line in lines)
 
 
-@pytest.mark.parametrize(("text", "line"), [
-    ("server:\n  port: 80\n  host: [127.0.0.1\n", 4),
-    ("server:\n  host: x\n port: 1\n", 3),
-    ("data_dir: data\nlog_level: INFO: DEBUG\n", 2),
-])
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("server:\n  port: 80\n  host: [127.0.0.1\n", 4),
+        ("server:\n  host: x\n port: 1\n", 3),
+        ("data_dir: data\nlog_level: INFO: DEBUG\n", 2),
+    ],
+)
 def test_invalid_yaml_names_the_line(tmp_path: Path, text: str, line: int) -> None:
     error = config_error(text, tmp_path)
     assert error.startswith(f"{tmp_path / 'config.yaml'} (line {line}): not valid YAML: ")
@@ -142,17 +151,22 @@ def test_a_top_level_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:
 def test_env_references_are_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ_TEST_VALUE", "9090")
     monkeypatch.setenv("TIERZERO_API_TOKEN", SECRET)
-    settings = load_settings(write_config(tmp_path, (
-        "server:\n"
-        "  port: ${TZ_TEST_VALUE}\n"
-        "  host: ${TZ_UNSET_HOST:-127.0.0.2}\n"
-        "database:\n"
-        "  url: postgresql+psycopg://tz:${TZ_UNSET_PASSWORD:-pw}@db:${TZ_TEST_VALUE}/tz\n"
-        "channels:\n"
-        "  http_api:\n"
-        "    auth_token: ${TIERZERO_API_TOKEN}\n"
-        "    webhook_url: ${TIERZERO_WEBHOOK_URL}\n"
-    )))
+    settings = load_settings(
+        write_config(
+            tmp_path,
+            (
+                "server:\n"
+                "  port: ${TZ_TEST_VALUE}\n"
+                "  host: ${TZ_UNSET_HOST:-127.0.0.2}\n"
+                "database:\n"
+                "  url: postgresql+psycopg://tz:${TZ_UNSET_PASSWORD:-pw}@db:${TZ_TEST_VALUE}/tz\n"
+                "channels:\n"
+                "  http_api:\n"
+                "    auth_token: ${TIERZERO_API_TOKEN}\n"
+                "    webhook_url: ${TIERZERO_WEBHOOK_URL}\n"
+            ),
+        )
+    )
     assert settings.server.port == 9090
     assert settings.server.host == "127.0.0.2"
     assert settings.database.url == "postgresql+psycopg://tz:pw@db:9090/tz"
@@ -173,17 +187,18 @@ def test_an_unset_reference_inside_a_string_reads_as_empty(tmp_path: Path) -> No
     assert settings.database.url == "postgresql://tz:@db/tz"
 
 
-@pytest.mark.parametrize("text", [
-    # A secret-looking key with a bad value.
-    "channels:\n  http_api: {}\ndatabase:\n  password: ${TIERZERO_API_TOKEN}\n",
-    # A whole section given as a reference to a secret (a URL with a password).
-    "database: ${TIERZERO_API_TOKEN}\n",
-    "server:\n  port: ${TIERZERO_API_TOKEN}\n",
-    "channels:\n  http_api: ${TIERZERO_API_TOKEN}\n",
-])
-def test_secret_values_never_appear_in_error_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
-) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A secret-looking key with a bad value.
+        "channels:\n  http_api: {}\ndatabase:\n  password: ${TIERZERO_API_TOKEN}\n",
+        # A whole section given as a reference to a secret (a URL with a password).
+        "database: ${TIERZERO_API_TOKEN}\n",
+        "server:\n  port: ${TIERZERO_API_TOKEN}\n",
+        "channels:\n  http_api: ${TIERZERO_API_TOKEN}\n",
+    ],
+)
+def test_secret_values_never_appear_in_error_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     monkeypatch.setenv("TIERZERO_API_TOKEN", f"postgresql://tz:{SECRET}@db/tz")
     error = config_error(text, tmp_path)
     assert SECRET not in error
@@ -209,11 +224,16 @@ def test_a_channel_section_never_shows_a_secret_in_errors(tmp_path: Path) -> Non
 
 def test_relative_paths_are_resolved_against_the_config_files_folder(tmp_path: Path) -> None:
     folder = tmp_path / "etc" / "tierzero"
-    settings = load_settings(write_config(folder, (
-        "data_dir: state\n"
-        "kb:\n  path: ../articles\n  index_dir: cache/index\n"
-        "database:\n  url: sqlite:///state/tz.db\n"
-    )))
+    settings = load_settings(
+        write_config(
+            folder,
+            (
+                "data_dir: state\n"
+                "kb:\n  path: ../articles\n  index_dir: cache/index\n"
+                "database:\n  url: sqlite:///state/tz.db\n"
+            ),
+        )
+    )
     assert settings.data_dir == folder / "state"
     assert settings.kb.path == folder / "../articles"
     assert settings.kb.index_dir == folder / "cache/index"
@@ -222,8 +242,11 @@ def test_relative_paths_are_resolved_against_the_config_files_folder(tmp_path: P
 
 
 def test_absolute_paths_are_kept(tmp_path: Path) -> None:
-    settings = load_settings(write_config(tmp_path / "etc", f"data_dir: {tmp_path / 'var'}\n"
-                                          f"database:\n  url: sqlite:///{tmp_path / 'db.sqlite'}\n"))
+    settings = load_settings(
+        write_config(
+            tmp_path / "etc", f"data_dir: {tmp_path / 'var'}\ndatabase:\n  url: sqlite:///{tmp_path / 'db.sqlite'}\n"
+        )
+    )
     assert settings.data_dir == tmp_path / "var"
     assert settings.database_url == f"sqlite:///{tmp_path / 'db.sqlite'}"
 

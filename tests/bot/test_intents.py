@@ -32,6 +32,8 @@ def test_is_thanks(text: str, expected: bool) -> None:
     assert intents.is_thanks(text) is expected
 
 
-@pytest.mark.parametrize(("text", "expected"), [("hi", True), ("Good morning team", True), ("hi, my mouse is dead", False)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("hi", True), ("Good morning team", True), ("hi, my mouse is dead", False)]
+)
 def test_is_greeting(text: str, expected: bool) -> None:
     assert intents.is_greeting(text) is expected

@@ -13,16 +13,19 @@ from bot.config import OutboxSettings
 from bot.model import ConversationRef, OutboundReply
 from bot.outbox_worker import OutboxWorker
 from bot.outgoing import queue_reply
+from tests.fixtures.fakes import RecordingChannel
 from ticketing import outbox, service
 from ticketing.clock import utcnow
 from ticketing.conversations import get_or_create_conversation, get_or_create_requester
 from ticketing.db import Database
 from ticketing.models import Conversation, OutboxItem, OutboxStatus, TicketEvent
-from tests.fixtures.fakes import RecordingChannel
 
 SETTINGS = OutboxSettings(
-    max_attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.05,
-    send_timeout_seconds=0.3, poll_interval_seconds=0.02,
+    max_attempts=3,
+    initial_backoff_seconds=0.01,
+    max_backoff_seconds=0.05,
+    send_timeout_seconds=0.3,
+    poll_interval_seconds=0.02,
 )
 
 
@@ -33,8 +36,16 @@ def queue(db: Database, *texts: str, conversation_id: str = "c1", with_ticket: b
             session, channel="test", channel_conversation_id=conversation_id, thread_id=None, requester=requester
         )
         if with_ticket:
-            service.open_ticket(session, conversation=conversation, subject="s", description="d", actor="bot",
-                                channel="test", number_prefix="TZ", first_number=1001)
+            service.open_ticket(
+                session,
+                conversation=conversation,
+                subject="s",
+                description="d",
+                actor="bot",
+                channel="test",
+                number_prefix="TZ",
+                first_number=1001,
+            )
         ref = ConversationRef("test", conversation_id)
         return [queue_reply(session, conversation=conversation, reply=OutboundReply(ref, t)).id for t in texts]
 

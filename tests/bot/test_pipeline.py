@@ -13,8 +13,8 @@ from bot.app import TierZero
 from bot.channel import Acceptance, InvalidMessage, MessageTooLong
 from bot.config import Settings
 from bot.model import Action, ConversationRef, InboundMessage, Participant, ReplyKind
-from ticketing.models import Conversation, Message, OutboxItem, Owner, Ticket, TicketEvent
 from tests.fixtures.fakes import FakeRetriever, RecordingChannel, it_retriever
+from ticketing.models import Conversation, Message, OutboxItem, Owner, Ticket, TicketEvent
 
 
 def inbound(text: str, number: int, *, conversation: str = "c1", action: str | None = None) -> InboundMessage:
@@ -212,3 +212,11 @@ async def test_message_accepted_before_a_crash_is_answered_after_restart(tmp_pat
     finally:
         await restarted.runtime.stop()
         restarted.app.db.dispose()
+
+
+async def test_text_no_database_can_store_is_kept_with_replacement_characters(harness: Harness) -> None:
+    [reply] = await harness.say("vpn\x00 broken \ud800", 1)
+    assert reply.kind == ReplyKind.ANSWER
+    with harness.app.db.transaction() as session:
+        stored = session.scalars(select(Message).order_by(Message.id)).first()
+        assert stored.text == "vpn\ufffd broken \ufffd"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+import yaml
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,9 +33,11 @@ from bot.config import Settings, settings_from_mapping
 from bot.model import ConversationRef, OutboundReply, ReplyKind
 from bot.registry import build_channels
 from bot.server import banner, create_app, prepare
-from ticketing import outbox
-from ticketing.models import Conversation, Message, OutboxItem, Owner
+from tests.conftest import REPO_ROOT
 from tests.fixtures.fakes import it_retriever
+from ticketing import outbox
+from ticketing.db import Database
+from ticketing.models import Conversation, Message, OutboxItem, Owner
 
 MESSAGES = "/api/v1/messages"
 TOKEN = "s3cret-api-token"
@@ -70,7 +77,10 @@ async def serving(asgi: Any, *, lifespan: str = "on") -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, WAIT_SECONDS)
+        try:
+            await asyncio.wait_for(task, WAIT_SECONDS)
+        finally:
+            listener.close()  # uvicorn closes it after serving; not if start-up failed
 
 
 @dataclass
@@ -89,8 +99,7 @@ class Api:
         found: list[dict[str, Any]] = []
 
         async def fetch() -> None:
-            response = await self.client.get(f"/api/v1/conversations/{conversation}/replies",
-                                             params={"after": after})
+            response = await self.client.get(f"/api/v1/conversations/{conversation}/replies", params={"after": after})
             if response.status_code == 200:
                 found[:] = response.json()["replies"]
 
@@ -118,15 +127,17 @@ def with_http_api(settings: Settings, **http_api: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running_api(settings: Settings, *, headers: dict[str, str] | None = None,
-                      **http_api: Any) -> AsyncIterator[Api]:
+async def running_api(
+    settings: Settings, *, headers: dict[str, str] | None = None, **http_api: Any
+) -> AsyncIterator[Api]:
     app = TierZero(with_http_api(settings, **http_api), retriever=it_retriever())
     runtime, channels = prepare(app)
     assert [c.name for c in channels.enabled] == ["http_api"], channels.disabled
     try:
-        async with serving(create_app(runtime)) as url, httpx.AsyncClient(
-            base_url=url, headers=headers, timeout=WAIT_SECONDS
-        ) as client:
+        async with (
+            serving(create_app(runtime)) as url,
+            httpx.AsyncClient(base_url=url, headers=headers, timeout=WAIT_SECONDS) as client,
+        ):
             yield Api(app, runtime, client)
     finally:
         app.db.dispose()
@@ -154,12 +165,14 @@ async def test_message_is_accepted_then_answered_with_citations_and_buttons(api:
     [answer] = await api.replies("alice", count=1)
     assert answer["kind"] == ReplyKind.ANSWER
     assert "Turn off Wi-Fi power saving." in answer["text"]
-    assert answer["citations"] == [{
-        "title": "VPN keeps disconnecting",
-        "article_id": "vpn-drops",
-        "url": "https://it.example.com/kb/vpn-drops",
-        "source_path": "",
-    }]
+    assert answer["citations"] == [
+        {
+            "title": "VPN keeps disconnecting",
+            "article_id": "vpn-drops",
+            "url": "https://it.example.com/kb/vpn-drops",
+            "source_path": "",
+        }
+    ]
     assert [(b["label"], b["action"]) for b in answer["buttons"]] == [
         (messages.BUTTON_SOLVED, "solved"),
         (messages.BUTTON_HUMAN, "human"),
@@ -239,14 +252,20 @@ BAD_BODIES = {
     "not-an-object": (_json(["vpn drops"]), 400, "valid dictionary"),
     "deeply-nested": (b"[" * 100_000, 400, "not valid JSON"),
     "missing-requester": (_json({"text": "vpn drops"}), 400, "requester_id: Field required"),
-    "unknown-field": (_json({"requester_id": "alice", "text": "hi", "priority": "high"}), 400,
-                      "priority: Extra inputs are not permitted"),
+    "unknown-field": (
+        _json({"requester_id": "alice", "text": "hi", "priority": "high"}),
+        400,
+        "priority: Extra inputs are not permitted",
+    ),
     "empty-text": (_json({"requester_id": "alice", "text": ""}), 400, messages.EMPTY_MESSAGE),
     "blank-text": (_json({"requester_id": "alice", "text": " \n\t "}), 400, messages.EMPTY_MESSAGE),
     "nul-in-text": (_json({"requester_id": "alice", "text": "vpn\u0000drops"}), 400, "text: "),
     "lone-surrogate": (b'{"requester_id": "alice", "text": "vpn \\ud800"}', 400, "text: "),
-    "100-kb-text": (_json({"requester_id": "alice", "text": "x" * 100_000}), 413,
-                    "100000 characters long; the limit is 20000"),
+    "100-kb-text": (
+        _json({"requester_id": "alice", "text": "x" * 100_000}),
+        413,
+        "100000 characters long; the limit is 20000",
+    ),
 }
 
 
@@ -303,11 +322,14 @@ async def test_not_ready_until_the_runtime_has_started(settings: Settings) -> No
         app.db.dispose()
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("GET", "/no/such/route", 404),
-    ("GET", "/api/v1/messages", 405),
-    ("DELETE", "/api/v1/conversations/alice/replies", 405),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/no/such/route", 404),
+        ("GET", "/api/v1/messages", 405),
+        ("DELETE", "/api/v1/conversations/alice/replies", 405),
+    ],
+)
 async def test_unknown_routes_and_methods_answer_json_without_a_stack_trace(
     api: Api, method: str, path: str, status: int
 ) -> None:
@@ -388,7 +410,12 @@ async def test_a_reply_sent_after_stop_still_reaches_the_webhook(tmp_path: Path)
     # channel must still deliver after stop(), and never report an undelivered reply as sent.
     receiver = WebhookReceiver()
     async with serving(receiver.asgi(), lifespan="off") as hook:
-        settings = settings_from_mapping({"data_dir": str(tmp_path), "channels": {"http_api": {"webhook_url": f"{hook}/hook"}}})
+        settings = settings_from_mapping(
+            {
+                "data_dir": str(tmp_path),
+                "channels": {"http_api": {"webhook_url": f"{hook}/hook"}},
+            }
+        )
         app = TierZero(settings, retriever=it_retriever())
         [channel] = build_channels(ChannelContext(settings=settings, conversations=app.conversations)).enabled
 
@@ -407,11 +434,13 @@ async def test_a_reply_sent_after_stop_still_reaches_the_webhook(tmp_path: Path)
 
 
 def _public_settings(tmp_path: Path, **http_api: Any) -> Settings:
-    return settings_from_mapping({
-        "data_dir": str(tmp_path),
-        "server": {"host": "0.0.0.0"},
-        "channels": {"http_api": http_api},
-    })
+    return settings_from_mapping(
+        {
+            "data_dir": str(tmp_path),
+            "server": {"host": "0.0.0.0"},
+            "channels": {"http_api": http_api},
+        }
+    )
 
 
 def test_without_a_token_on_a_public_interface_the_channel_is_disabled(
@@ -452,11 +481,91 @@ async def test_stopping_the_server_finishes_accepted_messages(settings: Settings
     try:
         with api.app.db.transaction() as session:
             owners = session.scalars(select(Conversation.owner)).all()
-            unanswered = session.scalar(
-                select(func.count()).select_from(Message).where(Message.processed_at.is_(None))
-            )
+            unanswered = session.scalar(select(func.count()).select_from(Message).where(Message.processed_at.is_(None)))
         assert owners == [Owner.BOT] * 3
         assert unanswered == 0
         assert [item.status for item in api.outbox_items()] == ["sent"] * 3
     finally:
         api.app.db.dispose()
+
+
+# -- the server process -------------------------------------------------------------------------
+
+SERVE = """
+import sys
+from pathlib import Path
+from bot.app import TierZero
+from bot.config import load_settings
+from bot.server import serve
+from tests.fixtures.fakes import it_retriever
+serve(TierZero(load_settings(Path(sys.argv[1])), retriever=it_retriever()))
+"""
+
+
+def run_server_until(stop_signal: signal.Signals, *, database_url: str, folder: Path) -> tuple[int, str, str]:
+    """``bot.server.serve`` in a child process: post one message, send ``stop_signal``; (exit code, out, err)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = folder / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(folder / "data"),
+                "log_level": "WARNING",
+                "database": {"url": database_url},
+                "kb": {"auto_index": False},
+                "server": {"host": "127.0.0.1", "port": port},
+                "channels": {"http_api": {}},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TIERZERO_DATABASE_URL"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(config)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(base):
+            assert server.poll() is None, server.communicate()[1]
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.05)
+        posted = httpx.post(f"{base}{MESSAGES}", json={"requester_id": "alice", "text": "vpn drops"})
+        assert posted.status_code == 202
+    finally:
+        server.send_signal(stop_signal)
+        out, err = server.communicate(timeout=30)
+    assert f"http_api: POST {base}/api/v1/messages" in out
+    return server.returncode, out, err
+
+
+def test_sigterm_stops_the_server_gracefully_with_exit_code_0(tmp_path: Path, database_url: str) -> None:
+    code, _, err = run_server_until(signal.SIGTERM, database_url=database_url, folder=tmp_path)
+    assert code == 0, err
+    assert "Traceback" not in err
+    # The message accepted just before the signal was answered before the process exited.
+    database = Database(database_url)
+    try:
+        with database.transaction() as session:
+            assert [item.status for item in outbox.list_items(session)] == ["sent"]
+    finally:
+        database.dispose()
+
+
+def test_ctrl_c_stops_the_server_without_a_traceback(tmp_path: Path) -> None:
+    code, _, err = run_server_until(signal.SIGINT, database_url=f"sqlite:///{tmp_path / 'tz.db'}", folder=tmp_path)
+    assert code == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -13,8 +13,8 @@ from bot import messages
 from bot.app import TierZero
 from bot.config import Settings
 from channels.terminal import PROMPT, TerminalChannel
-from ticketing.models import Conversation, Direction, Message, Owner
 from tests.fixtures.fakes import it_retriever
+from ticketing.models import Conversation, Direction, Message, Owner
 
 VPN_SOURCE = "Source: VPN keeps disconnecting (https://it.example.com/kb/vpn-drops)"
 ANSWER_BUTTONS = f"[1] {messages.BUTTON_SOLVED}   [2] {messages.BUTTON_HUMAN}"
@@ -30,8 +30,9 @@ class Transcript:
 async def chat(settings: Settings, stdin: str | TextIO) -> Transcript:
     """Run a whole terminal session over ``stdin`` and return what it printed and stored."""
     stdout = io.StringIO()
-    channel = TerminalChannel(user="alice", stdin=io.StringIO(stdin) if isinstance(stdin, str) else stdin,
-                              stdout=stdout)
+    channel = TerminalChannel(
+        user="alice", stdin=io.StringIO(stdin) if isinstance(stdin, str) else stdin, stdout=stdout
+    )
     app = TierZero(settings, retriever=it_retriever())
     try:
         async with app.runtime([channel]):

@@ -49,7 +49,7 @@ class HashingEmbedder:
             for token in tokenize(text):
                 vectors[row, zlib.crc32(token.encode()) % self._dimension] += 1.0
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors[:, 0:1] += (norms == 0)  # a text without words still gets a unit vector
+        vectors[:, 0:1] += norms == 0  # a text without words still gets a unit vector
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     def reset_counts(self) -> None:

@@ -8,7 +8,11 @@ import pytest
 from benchmarks import retrieval
 
 CORPUS = [
-    {"doc_id": "vpn", "title": "VPN keeps disconnecting", "text": "Switch the GlobalProtect gateway to the nearest region."},
+    {
+        "doc_id": "vpn",
+        "title": "VPN keeps disconnecting",
+        "text": "Switch the GlobalProtect gateway to the nearest region.",
+    },
     {"doc_id": "password", "title": "Reset your password", "text": "Use the portal and choose Forgot password."},
     {"doc_id": "printer", "title": "Printer is offline", "text": "Remove the printer and add it again."},
 ]
@@ -71,7 +75,10 @@ def test_malformed_corpus_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def test_default_stackfaq_folder_is_beside_the_repository() -> None:
-    assert retrieval.DEFAULT_STACKFAQ_DIR == Path(retrieval.__file__).resolve().parents[2] / "shared/eval/retrieval/stackfaq"
+    assert (
+        retrieval.DEFAULT_STACKFAQ_DIR
+        == Path(retrieval.__file__).resolve().parents[2] / "shared/eval/retrieval/stackfaq"
+    )
 
 
 @pytest.mark.slow

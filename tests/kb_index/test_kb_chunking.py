@@ -23,23 +23,25 @@ def paragraph(words: int, word: str = "lorem") -> str:
 
 
 def test_sections_carry_their_heading_path() -> None:
-    body = "\n".join([
-        "# Guide",
-        "",
-        paragraph(40, "intro"),
-        "",
-        "## Windows",
-        "",
-        paragraph(40, "windows"),
-        "",
-        "### Windows 11",
-        "",
-        paragraph(40, "eleven"),
-        "",
-        "## macOS",
-        "",
-        paragraph(40, "mac"),
-    ])
+    body = "\n".join(
+        [
+            "# Guide",
+            "",
+            paragraph(40, "intro"),
+            "",
+            "## Windows",
+            "",
+            paragraph(40, "windows"),
+            "",
+            "### Windows 11",
+            "",
+            paragraph(40, "eleven"),
+            "",
+            "## macOS",
+            "",
+            paragraph(40, "mac"),
+        ]
+    )
 
     chunks = chunk_article(make_article(body), max_chars=400)
 
@@ -85,15 +87,17 @@ def test_long_section_splits_at_paragraphs_then_sentences() -> None:
 
 
 def test_tiny_sections_merge_into_the_next_one() -> None:
-    body = "\n".join([
-        "## Before you start",
-        "",
-        "See below.",
-        "",
-        "## Install",
-        "",
-        paragraph(60, "install"),
-    ])
+    body = "\n".join(
+        [
+            "## Before you start",
+            "",
+            "See below.",
+            "",
+            "## Install",
+            "",
+            paragraph(60, "install"),
+        ]
+    )
 
     [chunk] = chunk_article(make_article(body), max_chars=1200)
 

@@ -10,7 +10,9 @@ from kb_index.documents import KnowledgeBaseError, load_articles
 
 
 def test_front_matter_gives_title_url_and_tags(write_article, kb_dir: Path) -> None:
-    raw = "---\ntitle: VPN drops\nurl: https://help.example.com/vpn\ntags: [network, vpn]\n---\n# Heading\n\nBody text.\n"
+    raw = (
+        "---\ntitle: VPN drops\nurl: https://help.example.com/vpn\ntags: [network, vpn]\n---\n# Heading\n\nBody text.\n"
+    )
     write_article("network/vpn.md", raw)
 
     articles, skipped = load_articles(kb_dir)
@@ -84,8 +86,14 @@ def test_bad_files_are_skipped_with_a_reason_and_a_warning(
     assert [article.article_id for article in articles] == ["good"]
     reasons = {item.path: item.reason for item in skipped}
     assert set(reasons) == {
-        "binary.md", "latin1.md", "empty.md", "blank.txt", "broken-yaml.md",
-        "unterminated.md", "only-front-matter.md", "dangling.md",
+        "binary.md",
+        "latin1.md",
+        "empty.md",
+        "blank.txt",
+        "broken-yaml.md",
+        "unterminated.md",
+        "only-front-matter.md",
+        "dangling.md",
     }
     assert "binary" in reasons["binary.md"]
     assert "UTF-8" in reasons["latin1.md"]
@@ -121,7 +129,9 @@ def test_same_article_id_from_two_files_keeps_the_first(write_article, kb_dir: P
 
 
 def test_crlf_and_byte_order_mark_are_normalised(kb_dir: Path) -> None:
-    (kb_dir / "windows.md").write_bytes("\ufeff---\r\ntitle: From Windows\r\n---\r\nLine one.\r\nLine two.\r\n".encode())
+    (kb_dir / "windows.md").write_bytes(
+        "\ufeff---\r\ntitle: From Windows\r\n---\r\nLine one.\r\nLine two.\r\n".encode()
+    )
 
     [article] = load_articles(kb_dir)[0]
 

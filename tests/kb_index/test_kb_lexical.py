@@ -23,11 +23,13 @@ def test_tokenize_keeps_identifiers_exact(text: str, expected: list[str]) -> Non
 
 
 def test_bm25_scores_exact_identifier_matches() -> None:
-    index = LexicalIndex([
-        tokenize("Windows Update fails with 0x80070005 access denied"),
-        tokenize("Windows Update fails with 0x800f0922 not enough space"),
-        tokenize("Printer offline"),
-    ])
+    index = LexicalIndex(
+        [
+            tokenize("Windows Update fails with 0x80070005 access denied"),
+            tokenize("Windows Update fails with 0x800f0922 not enough space"),
+            tokenize("Printer offline"),
+        ]
+    )
 
     scores = index.scores(tokenize("0x800f0922"))
 

@@ -63,11 +63,17 @@ def test_exact_error_code_wins_over_similar_wording(index_dir: Path, embedder) -
     # Two near-identical articles that differ only in the error code: the
     # words carry no signal, the exact token must.
     index = KnowledgeIndex(index_dir=index_dir, embedder=embedder)
-    index.sync_articles([
-        article("update-denied", "Windows Update fails", "Windows Update stops with error 0x80070005 during install."),
-        article("update-space", "Windows Update fails", "Windows Update stops with error 0x800f0922 during install."),
-        article("ticket", "Ticket status", "Ask about ticket TZ-1042 or any other ticket in the portal."),
-    ])
+    index.sync_articles(
+        [
+            article(
+                "update-denied", "Windows Update fails", "Windows Update stops with error 0x80070005 during install."
+            ),
+            article(
+                "update-space", "Windows Update fails", "Windows Update stops with error 0x800f0922 during install."
+            ),
+            article("ticket", "Ticket status", "Ask about ticket TZ-1042 or any other ticket in the portal."),
+        ]
+    )
 
     assert index.search("0x800f0922", k=1, mode="lexical")[0].article_id == "update-space"
     assert index.search("windows update error 0x800f0922", k=1)[0].article_id == "update-space"
@@ -77,10 +83,12 @@ def test_exact_error_code_wins_over_similar_wording(index_dir: Path, embedder) -
 
 def test_title_words_count_for_keyword_search(index_dir: Path, embedder) -> None:
     index = KnowledgeIndex(index_dir=index_dir, embedder=embedder)
-    index.sync_articles([
-        article("teams", "Microsoft Teams camera not working", "Close other apps and check privacy settings."),
-        article("zoom", "Zoom audio", "If Teams or the camera app holds the device, close it."),
-    ])
+    index.sync_articles(
+        [
+            article("teams", "Microsoft Teams camera not working", "Close other apps and check privacy settings."),
+            article("zoom", "Zoom audio", "If Teams or the camera app holds the device, close it."),
+        ]
+    )
 
     assert index.search("teams camera", k=1, mode="lexical")[0].article_id == "teams"
 

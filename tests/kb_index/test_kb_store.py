@@ -154,7 +154,9 @@ def test_index_with_a_different_dimension_is_refused(built: KnowledgeIndex, inde
         KnowledgeIndex.load(index_dir=index_dir, embedder=other)
 
 
-def test_a_fresh_index_overwrites_a_corrupt_one(built: KnowledgeIndex, sample_kb: Path, index_dir: Path, embedder) -> None:
+def test_a_fresh_index_overwrites_a_corrupt_one(
+    built: KnowledgeIndex, sample_kb: Path, index_dir: Path, embedder
+) -> None:
     # How `tierzero kb index` recovers: start empty, sync, which replaces the files.
     (index_dir / MANIFEST_NAME).write_text("{not json")
 

@@ -9,9 +9,7 @@ def new_index(index_dir: Path, embedder, **options) -> KnowledgeIndex:
     return KnowledgeIndex(index_dir=index_dir, embedder=embedder, **options)
 
 
-def test_first_sync_adds_everything_and_reports_skipped_files(
-    sample_kb: Path, index_dir: Path, embedder
-) -> None:
+def test_first_sync_adds_everything_and_reports_skipped_files(sample_kb: Path, index_dir: Path, embedder) -> None:
     (sample_kb / "broken.md").write_bytes(b"\x00\x01")
     index = new_index(index_dir, embedder)
 
@@ -39,15 +37,15 @@ def test_unchanged_articles_are_not_re_embedded(sample_kb: Path, index_dir: Path
     assert embedder.calls == 0
 
 
-def test_only_changed_articles_are_re_embedded(
-    sample_kb: Path, index_dir: Path, embedder, write_article
-) -> None:
+def test_only_changed_articles_are_re_embedded(sample_kb: Path, index_dir: Path, embedder, write_article) -> None:
     index = new_index(index_dir, embedder)
     index.sync(sample_kb)
     embedder.reset_counts()
 
     printer = sample_kb / "printer-offline.md"
-    write_article("printer-offline.md", printer.read_text() + "\nIf it is still offline, restart the spooler service.\n")
+    write_article(
+        "printer-offline.md", printer.read_text() + "\nIf it is still offline, restart the spooler service.\n"
+    )
     report = index.sync(sample_kb)
 
     assert (report.added, report.updated, report.removed, report.unchanged) == (0, 1, 0, 2)

@@ -28,8 +28,15 @@ def new_conversation(session, conversation_id: str = "c1") -> Conversation:  # t
 
 def open_ticket(session, conversation: Conversation, subject: str = "Printer on fire") -> Ticket:  # type: ignore[no-untyped-def]
     return service.open_ticket(
-        session, conversation=conversation, subject=subject, description="It is on fire.",
-        actor="bot", channel="test", number_prefix="TZ", first_number=1001, reason="requested",
+        session,
+        conversation=conversation,
+        subject=subject,
+        description="It is on fire.",
+        actor="bot",
+        channel="test",
+        number_prefix="TZ",
+        first_number=1001,
+        reason="requested",
     )
 
 
@@ -119,8 +126,16 @@ def test_inbound_messages_are_deduplicated_by_channel_id(db: Database) -> None:
     received = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with db.transaction() as session:
         conversation = new_conversation(session)
-        kwargs = dict(conversation=conversation, channel="test", channel_message_id="m1", author_id="U1",
-                      text="hi", attachments=[], raw={"x": 1}, received_at=received)
+        kwargs = dict(
+            conversation=conversation,
+            channel="test",
+            channel_message_id="m1",
+            author_id="U1",
+            text="hi",
+            attachments=[],
+            raw={"x": 1},
+            received_at=received,
+        )
         assert record_inbound_message(session, **kwargs) is not None
         assert record_inbound_message(session, **kwargs) is None
     with db.transaction() as session:
