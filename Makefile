@@ -12,7 +12,6 @@ export TRANSFORMERS_OFFLINE := 1
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	# constraints.txt pins the CPU build of torch; a bare `torch` pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@

@@ -98,16 +98,26 @@ def test_kb_search_and_stats(home: Path) -> None:
     assert "articles: " in stats.stdout and "all-MiniLM-L6-v2" in stats.stdout
 
 
-def test_corrupt_index_is_a_clear_error_and_reindexing_repairs_it(home: Path) -> None:
-    config = write_config(home)
-    for name in os.listdir(home / "data" / "index"):
-        (home / "data" / "index" / name).write_bytes(b"\x00garbage")
+def test_corrupt_index_is_a_clear_error_and_reindexing_repairs_it(tmp_path: Path) -> None:
+    # A two-article KB keeps the rebuild short; the code path is the same as for the demo KB.
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name in ("vpn-keeps-disconnecting.md", "account-locked-out.md"):
+        shutil.copy(REPO_ROOT / "kb" / name, kb / name)
+    config = write_config(tmp_path, kb={"path": str(kb)})
+    assert run_cli(config, "kb", "index").returncode == 0
+    index_dir = tmp_path / "data" / "index"
+    for name in os.listdir(index_dir):
+        (index_dir / name).write_bytes(b"\x00garbage")
+
     search = run_cli(config, "kb", "search", "vpn")
     assert search.returncode == 1
     assert "tierzero kb index" in search.stderr and "Traceback" not in search.stderr
-    repaired = run_cli(config, "kb", "index", timeout=900)
+    repaired = run_cli(config, "kb", "index")
     assert repaired.returncode == 0, repaired.stderr
-    assert run_cli(config, "kb", "search", "vpn keeps dropping").returncode == 0
+    assert "2 added" in repaired.stdout
+    fixed = run_cli(config, "kb", "search", "vpn keeps dropping")
+    assert fixed.returncode == 0 and "[vpn-keeps-disconnecting.md]" in fixed.stdout.splitlines()[0]
 
 
 def free_port() -> int:
