@@ -52,7 +52,7 @@ class KnowledgeBaseSettings(StrictModel):
 
 class AgentSettings(StrictModel):
     # Minimum retrieval confidence (cosine similarity of question and passage) to answer.
-    answer_threshold: float = Field(default=0.45, ge=0.0, le=1.0)
+    answer_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
     # Two articles closer than this are offered as a choice instead of guessing.
     clarify_margin: float = Field(default=0.02, ge=0.0, le=1.0)
     max_unhelpful_turns: int = Field(default=2, ge=1, le=10)

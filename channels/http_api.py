@@ -41,6 +41,7 @@ from bot.model import ConversationRef, InboundMessage, OutboundReply, Participan
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+MIN_TOKEN_CHARS = 16
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -50,6 +51,14 @@ class HttpApiSettings(StrictModel):
     auth_token: SecretStr | None = None
     webhook_url: str | None = None
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("auth_token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty or short token would let anyone in; refuse to start instead.
+        if token is not None and len(token.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_TOKEN_CHARS} characters (use a long random token)")
+        return token
 
 
 class MessageIn(BaseModel):

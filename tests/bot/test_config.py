@@ -297,3 +297,14 @@ def test_an_unknown_key_in_a_channel_section_names_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         _build(tmp_path, {"http_api": {"auth_tokn": "x"}})
     assert str(caught.value) == "config: channels.http_api: unknown key 'auth_tokn'"
+
+
+def test_a_short_api_token_refuses_to_start(tmp_path: Path) -> None:
+    settings = settings_from_mapping({"data_dir": str(tmp_path), "channels": {"http_api": {"auth_token": "short"}}})
+    with pytest.raises(ConfigError) as caught:
+        build_channels(
+            ChannelContext(settings=settings, conversations=TierZero(settings, retriever=it_retriever()).conversations)
+        )
+    assert str(caught.value) == (
+        "config: channels.http_api: auth_token: Value error, must be at least 16 characters (use a long random token)"
+    )
