@@ -45,7 +45,7 @@ class Retriever(Protocol):
 
 @dataclass(frozen=True)
 class Answer:
-    passage: str
+    text: str  # the quoted passage of the cited article
     citations: tuple[Citation, ...]
     confidence: float
     retry: bool = False  # a second attempt after "that didn't help"
@@ -235,7 +235,7 @@ class Tier0Agent:
         # Quote on into what follows (often the steps after a symptom description).
         text = f"{hit.passage}\n\n{hit.continuation}" if hit.continuation else hit.passage
         passage = trim_passage(text, self._settings.max_passage_chars)
-        return Answer(passage=passage, citations=(citation,), confidence=round(float(hit.dense_score), 4))
+        return Answer(text=passage, citations=(citation,), confidence=round(float(hit.dense_score), 4))
 
     def _escalate(self, reason: str, turn: Turn) -> Outcome:
         escalation = Escalate(reason=reason, summary=summarise(turn), subject=subject_of(turn, reason))

@@ -94,7 +94,7 @@ class Settings(StrictModel):
     outbox: OutboxSettings = OutboxSettings()
     server: ServerSettings = ServerSettings()
     # Channel name -> that channel's own settings, validated by the channel itself.
-    channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"http_api": {}})
+    channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"http_api": dict[str, Any]()})
 
     @field_validator("channels", mode="before")
     @classmethod

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class ReplySender(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def send(self, reply: OutboundReply) -> None: ...
 

@@ -26,7 +26,7 @@ def reply_for_decision(
     decision: Decision, *, conversation: ConversationRef, ticket_number: str | None = None
 ) -> OutboundReply:
     match decision:
-        case Answer(passage=passage, citations=citations, retry=retry):
+        case Answer(text=passage, citations=citations, retry=retry):
             intro = messages.ANSWER_RETRY_INTRO if retry else messages.ANSWER_INTRO
             sources = "\n".join(messages.SOURCE_LINE.format(title=c.title, link=c.link) for c in citations)
             text = f"{intro}\n\n{passage}\n\n{sources}\n\n{messages.ANSWER_FOOTER}"

@@ -231,11 +231,14 @@ class KnowledgeIndex:
         dense_weight: float = DENSE_WEIGHT,
     ) -> KnowledgeIndex:
         """Load the index, or start an empty one if none was built yet (a damaged one still raises)."""
-        options = {"max_chunk_chars": max_chunk_chars, "dense_weight": dense_weight}
         try:
-            return cls.load(index_dir=index_dir, embedder=embedder, **options)
+            return cls.load(
+                index_dir=index_dir, embedder=embedder, max_chunk_chars=max_chunk_chars, dense_weight=dense_weight
+            )
         except IndexNotFoundError:
-            return cls(index_dir=index_dir, embedder=embedder, **options)
+            return cls(
+                index_dir=index_dir, embedder=embedder, max_chunk_chars=max_chunk_chars, dense_weight=dense_weight
+            )
 
     def __len__(self) -> int:
         return len(self._snapshot.chunks)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, aliased
 
 from ticketing.clock import utcnow
@@ -105,7 +106,7 @@ def mark_unknown(session: Session, *, item_id: int, error: str) -> None:
 
 def expire_stale_claims(session: Session, *, now: datetime) -> int:
     """Claims whose worker died mid-send: their outcome is unknown."""
-    result = session.execute(
+    result: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(OutboxItem)
         .where(OutboxItem.status == OutboxStatus.SENDING, OutboxItem.lease_until < now)
         .values(
@@ -122,7 +123,8 @@ def retry_unknown(session: Session, *, item_ids: list[int] | None = None) -> int
     query = update(OutboxItem).where(OutboxItem.status.in_([OutboxStatus.UNKNOWN, OutboxStatus.DEAD]))
     if item_ids:
         query = query.where(OutboxItem.id.in_(item_ids))
-    result = session.execute(query.values(status=OutboxStatus.PENDING, next_attempt_at=utcnow(), attempts=0))
+    values = query.values(status=OutboxStatus.PENDING, next_attempt_at=utcnow(), attempts=0)
+    result: CursorResult[Any] = session.execute(values)  # type: ignore[assignment]
     return result.rowcount or 0
 
 

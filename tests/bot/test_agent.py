@@ -139,4 +139,4 @@ def test_answers_quote_on_into_what_follows_the_passage() -> None:
     agent = Tier0Agent(retriever=FakeRetriever({"vpn": [hit]}), settings=AgentSettings())
     answer = agent.decide(Turn("vpn drops")).decision
     assert isinstance(answer, Answer)
-    assert answer.passage.startswith("Symptoms: the VPN drops.") and "2. Pick the nearest gateway." in answer.passage
+    assert answer.text.startswith("Symptoms: the VPN drops.") and "2. Pick the nearest gateway." in answer.text
