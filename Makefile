@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The marker is rebuilt whenever the declared dependencies change.
+# The marker is rebuilt whenever the declared dependencies change. constraints.txt
+# pins the CPU build of torch: a bare `torch` pulls a multi-GB CUDA build.
 INSTALLED := $(VENV)/.installed
 
 export HF_HUB_OFFLINE := 1
@@ -12,7 +13,6 @@ export TRANSFORMERS_OFFLINE := 1
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# constraints.txt pins the CPU build of torch; a bare `torch` pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
