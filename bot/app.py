@@ -16,6 +16,7 @@ from bot.pipeline import Pipeline
 from kb_index import (
     CorruptIndexError,
     IndexNotFoundError,
+    IndexReport,
     KnowledgeIndex,
     load_embedder,
 )
@@ -37,16 +38,7 @@ class TierZero:
         """The knowledge index; built or refreshed first when ``sync`` (default: kb.auto_index)."""
         kb = self.settings.kb
         sync = kb.auto_index if sync is None else sync
-        embedder = load_embedder(kb.model, sha256=kb.model_sha256)
-        index_dir = self.settings.index_dir
-        try:
-            index = KnowledgeIndex.load(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
-        except (IndexNotFoundError, CorruptIndexError) as exc:
-            if not sync:
-                raise
-            if isinstance(exc, CorruptIndexError):
-                log.warning("rebuilding the knowledge index: %s", exc)
-            index = KnowledgeIndex(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
+        index = self._index(repair=sync)
         if sync and (len(index) == 0 or index.is_stale(Path(kb.path))):
             report = index.sync(Path(kb.path), progress=progress)
             log.info(
@@ -58,6 +50,26 @@ class TierZero:
                 len(report.skipped),
             )
         return index
+
+    def reindex(self, folder: Path | None = None, *, rebuild: bool = False, progress: bool = False) -> IndexReport:
+        """Index ``folder`` (default kb.path): changed articles only, or all of them when ``rebuild``."""
+        index = self._index(fresh=rebuild, repair=True)
+        return index.sync(Path(folder or self.settings.kb.path), progress=progress)
+
+    def _index(self, *, repair: bool, fresh: bool = False) -> KnowledgeIndex:
+        """The persisted index; an empty one when ``fresh``, or when it is missing or damaged and ``repair``."""
+        kb = self.settings.kb
+        embedder = load_embedder(kb.model, sha256=kb.model_sha256)
+        index_dir = self.settings.index_dir
+        if not fresh:
+            try:
+                return KnowledgeIndex.load(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
+            except (IndexNotFoundError, CorruptIndexError) as exc:
+                if not repair:
+                    raise
+                if isinstance(exc, CorruptIndexError):
+                    log.warning("rebuilding the knowledge index: %s", exc)
+        return KnowledgeIndex(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
 
     def load_knowledge(self, *, progress: bool = False) -> Retriever:
         """Open (and, per kb.auto_index, refresh) the index the agent answers from."""

@@ -145,27 +145,9 @@ def kb() -> None:
 @friendly_errors
 def kb_index(ctx: click.Context, path: Path | None, rebuild: bool) -> None:
     """(Re)index PATH (default: kb.path); only changed articles are re-embedded."""
-    from kb_index import KnowledgeIndex, load_embedder
-
     app = _app(ctx)
-    settings = app.settings
-    folder = path or settings.kb.path
-    embedder = load_embedder(settings.kb.model, sha256=settings.kb.model_sha256)
-    if rebuild:
-        index = KnowledgeIndex(
-            index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars
-        )
-    else:
-        try:
-            index = KnowledgeIndex.open_or_create(
-                index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars
-            )
-        except CorruptIndexError as exc:
-            click.echo(f"warning: {exc}; rebuilding", err=True)
-            index = KnowledgeIndex(
-                index_dir=settings.index_dir, embedder=embedder, max_chunk_chars=settings.kb.max_chunk_chars
-            )
-    report = index.sync(Path(folder), progress=True)
+    folder = path or app.settings.kb.path
+    report = app.reindex(folder, rebuild=rebuild, progress=True)
     for skipped in report.skipped:
         click.echo(f"skipped {skipped.path}: {skipped.reason}", err=True)
     click.echo(

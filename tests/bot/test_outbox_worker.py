@@ -18,7 +18,7 @@ from ticketing import outbox, service
 from ticketing.clock import utcnow
 from ticketing.conversations import get_or_create_conversation, get_or_create_requester
 from ticketing.db import Database
-from ticketing.models import Conversation, OutboxItem, OutboxStatus, TicketEvent
+from ticketing.models import OutboxItem, OutboxStatus, TicketEvent
 
 SETTINGS = OutboxSettings(
     max_attempts=3,
@@ -183,8 +183,3 @@ async def test_stop_flushes_what_is_due(db: Database) -> None:
     await worker.stop(timeout=5)
     assert [r.text for r in channel.sent] == ["one", "two"]
 
-
-def test_conversation_fixture_sanity(db: Database) -> None:
-    queue(db, "x")
-    with db.transaction() as session:
-        assert session.scalars(select(Conversation)).one().channel == "test"
