@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.agent import Retriever, Tier0Agent
-from bot.channel import Channel
+from bot.index_watch import start_index_watch, stop_index_watch
+from bot.channel import Channel, ChannelContext
 from bot.config import Settings
 from bot.conversations import ConversationReader
+from bot.desk import Desk, DeskSync, surfaces_of
 from bot.outbox_worker import OutboxWorker
 from bot.pipeline import Pipeline
 from kb_index import (
@@ -32,7 +34,12 @@ class TierZero:
         self.settings = settings
         self.db = Database(settings.database_url, echo=settings.database.echo)
         self.conversations = ConversationReader(self.db)
+        self.desk = Desk(self.db)
         self._retriever = retriever
+
+    def channel_context(self) -> ChannelContext:
+        """What every channel is built with (see ``bot.registry.build_channels``)."""
+        return ChannelContext(settings=self.settings, conversations=self.conversations, desk=self.desk)
 
     def open_index(self, *, sync: bool | None = None, progress: bool = False) -> KnowledgeIndex:
         """The knowledge index; built or refreshed first when ``sync`` (default: kb.auto_index)."""
@@ -93,14 +100,23 @@ class Runtime:
         self.channels = list(channels)
         settings = app.settings
         self.outbox = OutboxWorker(db=app.db, senders={c.name: c for c in self.channels}, settings=settings.outbox)
+        self.desk_sync = DeskSync(db=app.db, surfaces=surfaces_of(self.channels), settings=settings.outbox)
         agent = Tier0Agent(retriever=app.retriever, settings=settings.agent)
-        self.pipeline = Pipeline(db=app.db, agent=agent, settings=settings, on_reply_queued=self.outbox.notify)
+        self.pipeline = Pipeline(db=app.db, agent=agent, settings=settings, on_reply_queued=self._changed)
+        app.desk.on_change = self._changed
         self.running = False
+
+    def _changed(self) -> None:
+        """Replies were queued or a ticket changed: deliver now rather than at the next poll."""
+        self.outbox.notify()
+        self.desk_sync.notify()
 
     async def start(self) -> None:
         await asyncio.to_thread(self.app.db.migrate)
         await self.pipeline.start(channels=[c.name for c in self.channels])
         self.outbox.start()
+        self.desk_sync.start()
+        self._index_watch = start_index_watch(self.app.retriever)
         for channel in self.channels:
             await channel.start(self.pipeline.accept)
         self.running = True
@@ -115,6 +131,9 @@ class Runtime:
                 log.exception("channel %s did not stop cleanly", channel.name)
         await self.pipeline.stop(timeout=timeout)
         await self.outbox.stop(timeout=timeout)
+        await self.desk_sync.stop()
+        await stop_index_watch(getattr(self, "_index_watch", None))
+        self.app.desk.on_change = lambda: None
 
     async def __aenter__(self) -> Runtime:
         await self.start()

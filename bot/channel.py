@@ -21,6 +21,7 @@ from bot.model import InboundMessage, OutboundReply
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.conversations import ConversationReader
+    from bot.desk import Desk
 
 
 class Acceptance(StrEnum):
@@ -77,6 +78,8 @@ class DeliveryOutcomeUnknown(DeliveryError):
 class ChannelContext:
     settings: Settings
     conversations: ConversationReader
+    # Agent actions (take, reply, hand back, resolve) for channels that host agents.
+    desk: Desk
 
 
 class Channel(Protocol):

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ import click
 
 from bot import handoff
 from bot.app import TierZero
-from bot.config import SECRET_KEY, ConfigError, Settings, load_settings
+from bot.config import CONFIG_PATH_ENV, SECRET_KEY, ConfigError, Settings, load_settings
 from bot.logs import configure_logging
 from kb_index import CorruptIndexError, IndexNotFoundError, KnowledgeBaseError, ModelLoadError
 from ticketing import outbox
@@ -53,7 +54,7 @@ def friendly_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _app(ctx: click.Context, *, server: bool = False) -> TierZero:
+def app_from_context(ctx: click.Context, *, server: bool = False) -> TierZero:
     settings = ctx.obj["settings"]()
     # Only the server logs routine progress; other commands print their results
     # and show warnings and errors (and everything when log_level is DEBUG).
@@ -65,7 +66,30 @@ def _app(ctx: click.Context, *, server: bool = False) -> TierZero:
     return app
 
 
-@click.group()
+COMMANDS_ENTRY_POINT_GROUP = "tierzero.commands"
+
+
+class PluginGroup(click.Group):
+    """Built-in commands plus those registered under the ``tierzero.commands`` entry points.
+
+    Channels add their own commands this way (``tierzero slack manifest``), so the
+    core never imports ``channels/``. They are loaded only when listed or called.
+    """
+
+    def _plugins(self) -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points(group=COMMANDS_ENTRY_POINT_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in (plugins := self._plugins()):
+            command = plugins[cmd_name].load()
+        return command
+
+
+@click.group(cls=PluginGroup)
 @click.option(
     "--config",
     "config_path",
@@ -84,7 +108,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
 
-    ctx.obj = {"settings": settings}
+    ctx.obj = {"settings": settings, "config_path": config_path}
 
 
 @main.command()
@@ -96,7 +120,7 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Start the server with every enabled channel (foreground)."""
     from bot.server import serve
 
-    app = _app(ctx, server=True)
+    app = app_from_context(ctx, server=True)
     if host or port is not None:
         server = app.settings.server.model_copy(
             update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -117,7 +141,7 @@ def chat(ctx: click.Context, user: str | None) -> None:
     """Talk to the bot in this terminal, through the same pipeline as every channel."""
     from channels.terminal import TerminalChannel
 
-    app = _app(ctx)
+    app = app_from_context(ctx)
     app.db.migrate()
     click.echo("Loading the knowledge base...", err=True)
     app.load_knowledge(progress=True)
@@ -145,7 +169,7 @@ def kb() -> None:
 @friendly_errors
 def kb_index(ctx: click.Context, path: Path | None, rebuild: bool) -> None:
     """(Re)index PATH (default: kb.path); only changed articles are re-embedded."""
-    app = _app(ctx)
+    app = app_from_context(ctx)
     folder = path or app.settings.kb.path
     report = app.reindex(folder, rebuild=rebuild, progress=True)
     for skipped in report.skipped:
@@ -164,7 +188,7 @@ def kb_index(ctx: click.Context, path: Path | None, rebuild: bool) -> None:
 @friendly_errors
 def kb_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> None:
     """Rank articles for QUERY, with scores and the matched passage."""
-    index = _app(ctx).open_index(sync=False)
+    index = app_from_context(ctx).open_index(sync=False)
     hits = index.search(query, k=limit)
     if as_json:
         click.echo(json.dumps([hit.__dict__ for hit in hits], default=list, indent=2))
@@ -188,9 +212,65 @@ def kb_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> None
 @friendly_errors
 def kb_stats(ctx: click.Context) -> None:
     """Size and provenance of the index."""
-    stats = _app(ctx).open_index(sync=False).stats()
+    stats = app_from_context(ctx).open_index(sync=False).stats()
     for key, value in stats.__dict__.items():
         click.echo(f"{key}: {value}")
+
+
+@kb.command("calibrate")
+@click.option(
+    "--queries",
+    "queries_path",
+    required=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help='JSONL of labelled questions: {"text", "label": "answer"|"escalate", "doc_id"}.',
+)
+@click.option("--max-wrong", default=0.05, show_default=True, type=float, help="Target wrong-answer rate.")
+@click.option("--dry-run", is_flag=True, help="Report only; change no file.")
+@click.pass_context
+@friendly_errors
+def kb_calibrate(ctx: click.Context, queries_path: Path, max_wrong: float, dry_run: bool) -> None:
+    """Fit the answer confidence on labelled questions and set agent.answer_threshold for --max-wrong."""
+    from bot import confidence
+
+    app = app_from_context(ctx)
+    index = app.open_index(sync=False)
+    try:
+        labelled = confidence.read_labelled(queries_path)
+        known = set(index.article_ids())
+        unknown = sorted({q.doc_id for q in labelled if q.doc_id is not None and q.doc_id not in known})
+        if unknown:
+            raise click.ClickException(
+                f"{len(unknown)} labelled doc_id(s) are not articles in the index, e.g. {unknown[0]!r} "
+                "(use the article id shown by `tierzero kb search`)"
+            )
+        result = confidence.calibrate_questions(index, labelled, max_wrong=max_wrong)
+    except confidence.CalibrationError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{result.questions} labelled questions: threshold {result.threshold:.3f} answers "
+        f"{result.expected_coverage:.1%} of answerable questions with the right article at "
+        f"{result.expected_wrong_rate:.1%} wrong answers (target at most {max_wrong:.1%}; estimated out-of-fold)"
+    )
+    if dry_run:
+        return
+    config_path = _config_file(ctx)
+    model_path = app.settings.data_dir / "confidence-model.json"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
+    confidence.set_agent_keys(
+        config_path, {"answer_threshold": f"{result.threshold:.4f}", "confidence_model": str(model_path)}
+    )
+    click.echo(f"wrote {model_path} and set agent.answer_threshold / agent.confidence_model in {config_path}")
+
+
+def _config_file(ctx: click.Context) -> Path:
+    """The configuration file this command was started with (created if there is none yet)."""
+    path = ctx.obj.get("config_path")
+    if path is None:
+        env_path = os.environ.get(CONFIG_PATH_ENV)
+        path = Path(env_path) if env_path else Path("config.yaml")
+    return Path(path)
 
 
 # -- tickets ---------------------------------------------------------------------
@@ -208,7 +288,7 @@ def tickets() -> None:
 @friendly_errors
 def tickets_list(ctx: click.Context, status: tuple[str, ...], limit: int) -> None:
     """The newest tickets first."""
-    app = _app(ctx)
+    app = app_from_context(ctx)
     app.db.migrate()
     with app.db.transaction() as session:
         rows = list_tickets(session, statuses=status or None, limit=limit)
@@ -227,7 +307,7 @@ def tickets_list(ctx: click.Context, status: tuple[str, ...], limit: int) -> Non
 @friendly_errors
 def tickets_show(ctx: click.Context, number: str) -> None:
     """One ticket with its audit trail."""
-    app = _app(ctx)
+    app = app_from_context(ctx)
     app.db.migrate()
     with app.db.transaction() as session:
         t = get_ticket(session, number=number)
@@ -253,7 +333,7 @@ def tickets_show(ctx: click.Context, number: str) -> None:
 
 
 def _agent_action(
-    name: str, action: Callable[..., handoff.TicketChange], doc: str, *, takes_text: bool = False
+    name: str, action: Callable[..., handoff.TicketChange | None], doc: str, *, takes_text: bool = False
 ) -> None:
     @tickets.command(name, help=doc)
     @click.argument("number")
@@ -261,9 +341,10 @@ def _agent_action(
     @click.pass_context
     @friendly_errors
     def command(ctx: click.Context, number: str, agent: str | None, **extra: Any) -> None:
-        app = _app(ctx)
+        app = app_from_context(ctx)
         app.db.migrate()
         change = action(app.db, number=number, agent=agent or getpass.getuser(), channel="cli", **extra)
+        assert change is not None  # only a redelivered platform message gives None
         click.echo(
             f"{change.number}: status {change.status}, conversation owner {change.owner}, "
             f"assignee {change.assignee or '-'}"
@@ -292,7 +373,7 @@ def outbox_group() -> None:
 @click.pass_context
 @friendly_errors
 def outbox_list(ctx: click.Context, status: tuple[str, ...]) -> None:
-    app = _app(ctx)
+    app = app_from_context(ctx)
     app.db.migrate()
     with app.db.transaction() as session:
         counts = outbox.count_by_status(session)
@@ -309,7 +390,7 @@ def outbox_list(ctx: click.Context, status: tuple[str, ...]) -> None:
 @friendly_errors
 def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
     """Send UNKNOWN or DEAD items again (all of them, or IDS)."""
-    app = _app(ctx)
+    app = app_from_context(ctx)
     app.db.migrate()
     with app.db.transaction() as session:
         count = outbox.retry_unknown(session, item_ids=list(ids) or None)
@@ -321,12 +402,11 @@ def outbox_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
 @friendly_errors
 def check_config(ctx: click.Context) -> None:
     """Validate the configuration and print it (secrets hidden)."""
-    from bot.channel import ChannelContext
     from bot.registry import build_channels
 
     settings = ctx.obj["settings"]()
     # Channel sections are validated by their channel, as `tierzero run` does (no connection is made).
-    build_channels(ChannelContext(settings=settings, conversations=_app(ctx).conversations))
+    build_channels(app_from_context(ctx).channel_context())
     shown = settings.model_dump(mode="json")
     shown["database"]["url"] = redact_url(settings.database_url)
     shown["channels"] = {name: hide_secrets(section) for name, section in shown["channels"].items()}

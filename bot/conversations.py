@@ -1,4 +1,4 @@
-"""Read-only views of conversations for channels (e.g. the HTTP API's reply polling)."""
+"""Conversations as channels see them: reply polling, and edits and deletions on the platform."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ticketing.conversations import conversation_messages
+from ticketing.clock import utcnow
+from ticketing.conversations import conversation_messages, find_inbound_message
 from ticketing.db import Database
 from ticketing.models import Conversation, Direction
 
@@ -57,3 +58,30 @@ class ConversationReader:
                 for m in conversation_messages(session, conversation_id=conversation.id, after_id=after_id)
                 if m.direction == Direction.OUTBOUND
             ]
+
+    async def record_edit(self, *, channel: str, channel_message_id: str, text: str) -> bool:
+        """The requester edited a message on the platform: keep the new text and the first one.
+
+        Returns False when the message is unknown (e.g. sent before tierzero was installed).
+        An edit does not cause a new answer; the requester asks again for that.
+        """
+        return await asyncio.to_thread(self._update, channel, channel_message_id, text, False)
+
+    async def record_deletion(self, *, channel: str, channel_message_id: str) -> bool:
+        """The requester deleted a message on the platform: mark it, keep it for the audit trail."""
+        return await asyncio.to_thread(self._update, channel, channel_message_id, None, True)
+
+    def _update(self, channel: str, channel_message_id: str, text: str | None, deleted: bool) -> bool:
+        with self._db.transaction() as session:
+            message = find_inbound_message(session, channel=channel, channel_message_id=channel_message_id)
+            if message is None:
+                return False
+            parts = dict(message.parts or {})
+            if text is not None and text != message.text:
+                parts.setdefault("original_text", message.text)
+                parts["edited_at"] = utcnow().isoformat()
+                message.text = text
+            if deleted:
+                parts["deleted_at"] = utcnow().isoformat()
+            message.parts = parts
+            return True

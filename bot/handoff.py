@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 from bot import messages
 from bot.model import OutboundReply, ReplyKind
 from bot.outgoing import conversation_ref, queue_reply
-from bot.replies import notice
+from bot.replies import csat_request, notice
 from ticketing import service
+from ticketing.clock import utcnow
+from ticketing.conversations import record_inbound_message
 from ticketing.db import Database
 from ticketing.models import Conversation, Ticket
 
@@ -27,11 +29,11 @@ class TicketChange:
     assignee: str | None
 
 
-def take(db: Database, *, number: str, agent: str, channel: str) -> TicketChange:
+def take(db: Database, *, number: str, agent: str, channel: str, agent_name: str = "") -> TicketChange:
     with db.transaction() as session:
         ticket, conversation = _load(session, number)
         service.take_ticket(session, ticket=ticket, conversation=conversation, agent=agent, channel=channel)
-        text = messages.AGENT_JOINED.format(agent=agent, number=ticket.number)
+        text = messages.AGENT_JOINED.format(agent=agent_name or agent, number=ticket.number)
         queue_reply(
             session,
             conversation=conversation,
@@ -40,18 +42,27 @@ def take(db: Database, *, number: str, agent: str, channel: str) -> TicketChange
         return _change(ticket, conversation)
 
 
-def reply(db: Database, *, number: str, agent: str, text: str, channel: str) -> TicketChange:
+def reply(
+    db: Database, *, number: str, agent: str, text: str, channel: str, source_id: str | None = None
+) -> TicketChange | None:
+    """Relay an agent's reply to the requester's channel.
+
+    ``source_id`` is the platform id of the agent's message (a Slack ts, a Teams
+    activity id); a redelivery of the same id relays nothing and returns None.
+    """
     if not text.strip():
         raise service.TicketError("the reply is empty")
     with db.transaction() as session:
         ticket, conversation = _load(session, number)
         if ticket.assignee != agent:
             raise service.TicketError(f"take {ticket.number} before replying (assignee: {ticket.assignee or 'nobody'})")
-        service.record_agent_reply(session, ticket=ticket, agent=agent, channel=channel)
+        if source_id is not None and not _first_delivery(session, conversation, channel, source_id, agent, text):
+            return None
         reply = OutboundReply(
             conversation_ref(conversation), text.strip(), ReplyKind.AGENT, ticket_number=ticket.number
         )
-        queue_reply(session, conversation=conversation, reply=reply, author_kind="agent", author_id=agent)
+        item = queue_reply(session, conversation=conversation, reply=reply, author_kind="agent", author_id=agent)
+        service.record_agent_reply(session, ticket=ticket, agent=agent, channel=channel, message_id=item.message_id)
         return _change(ticket, conversation)
 
 
@@ -77,12 +88,30 @@ def resolve(db: Database, *, number: str, agent: str, channel: str, resolution: 
         conversation.resolved_by = "agent"
         conversation.resolved_at = ticket.resolved_at
         text = messages.TICKET_RESOLVED.format(number=ticket.number)
-        queue_reply(
-            session,
-            conversation=conversation,
-            reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number),
-        )
+        ref = conversation_ref(conversation)
+        queue_reply(session, conversation=conversation, reply=notice(ref, text, ticket_number=ticket.number))
+        queue_reply(session, conversation=conversation, reply=csat_request(ref, ticket_number=ticket.number or ""))
         return _change(ticket, conversation)
+
+
+def _first_delivery(
+    session: Session, conversation: Conversation, channel: str, source_id: str, agent: str, text: str
+) -> bool:
+    """Record the agent's own message once; False if this platform message was relayed before."""
+    row = record_inbound_message(
+        session,
+        conversation=conversation,
+        channel=channel,
+        channel_message_id=source_id,
+        author_id=agent,
+        author_kind="agent",
+        text=text,
+        attachments=[],
+        raw=None,
+        received_at=utcnow(),
+        processed=True,
+    )
+    return row is not None
 
 
 def _load(session: Session, number: str) -> tuple[Ticket, Conversation]:

@@ -19,6 +19,7 @@ ESCALATED = (
     "I've opened ticket {number} for you and passed it to the IT team. "
     "A person will reply here; you don't need to repeat anything."
 )
+FIRST_RESPONSE_DUE = "Expected first response by {due}."
 ESCALATION_REASONS = {
     "requested": "You asked for a person.",
     "low_confidence": "I couldn't find an article that answers this confidently.",
@@ -29,6 +30,8 @@ AGENT_JOINED = "{agent} from the IT team has joined the conversation (ticket {nu
 HANDED_BACK = "The IT team has handed this conversation back to me. Ticket {number} stays open; ask me anything."
 TICKET_RESOLVED = "Ticket {number} has been resolved. If the problem comes back, just reply here."
 REOPENED = "Welcome back! This is a new conversation."
+CSAT_REQUEST = "How did we do on ticket {number}? Rate the help you got from 1 (poor) to 5 (excellent)."
+CSAT_THANKS = "Thanks for your rating!"
 
 BUTTON_SOLVED = "That solved it"
 BUTTON_HUMAN = "Talk to a person"

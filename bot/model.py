@@ -51,6 +51,11 @@ class InboundMessage:
     action: str | None = None
     received_at: datetime = field(default_factory=utcnow)
     raw: Mapping[str, Any] | None = None
+    # Merged into the conversation's stored channel data (see OutboundReply.channel_data).
+    channel_data: Mapping[str, Any] | None = None
+    # False: store and record the message, but never answer it automatically
+    # (auto-replies, bounces, mailing lists: loop prevention).
+    auto_reply: bool = True
 
 
 class Action(StrEnum):
@@ -61,6 +66,7 @@ class Action(StrEnum):
     HUMAN = "human"
     CLOSE = "close"
     CHOOSE = "choose"  # followed by ":<article id>"
+    RATE = "rate"  # followed by ":<1-5>", the satisfaction rating after a resolution
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class ReplyKind(StrEnum):
     ESCALATION = "escalation"
     AGENT = "agent"  # written by a human agent
     NOTICE = "notice"  # greetings, confirmations, status
+    CSAT = "csat"  # "how did we do?" with rating buttons
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,13 @@ class OutboundReply:
     author: str = "bot"
     # Stable across delivery attempts, so a receiver can drop a resend.
     idempotency_key: str = ""
+    # The conversation's stored channel data (what the channel kept to reply later).
+    channel_data: Mapping[str, Any] | None = None
 
     def to_payload(self) -> dict[str, Any]:
         payload = asdict(self)
         payload["kind"] = str(self.kind)
+        payload["channel_data"] = dict(self.channel_data) if self.channel_data is not None else None
         return payload
 
     @classmethod
@@ -117,4 +127,5 @@ class OutboundReply:
             ticket_number=payload.get("ticket_number"),
             author=payload.get("author", "bot"),
             idempotency_key=payload.get("idempotency_key", ""),
+            channel_data=payload.get("channel_data"),
         )

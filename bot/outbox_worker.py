@@ -37,6 +37,15 @@ class ReplySender(Protocol):
     async def send(self, reply: OutboundReply) -> None: ...
 
 
+def backoff_delay(
+    attempts: int, *, settings: OutboxSettings, jitter: Callable[[], float], retry_after: float | None = None
+) -> float:
+    """Exponential backoff with jitter; a platform's Retry-After wins when it is longer."""
+    base = settings.initial_backoff_seconds * 2 ** max(attempts - 1, 0)
+    delay = min(base, settings.max_backoff_seconds) * (0.5 + jitter() / 2)
+    return max(delay, retry_after or 0.0)
+
+
 @dataclass(frozen=True)
 class _Claimed:
     item_id: int
@@ -154,10 +163,7 @@ class OutboxWorker:
                 )
 
     def backoff(self, attempts: int, *, retry_after: float | None = None) -> float:
-        """Exponential backoff with jitter; a platform's Retry-After wins when it is longer."""
-        base = self._settings.initial_backoff_seconds * 2 ** max(attempts - 1, 0)
-        delay = min(base, self._settings.max_backoff_seconds) * (0.5 + self._jitter() / 2)
-        return max(delay, retry_after or 0.0)
+        return backoff_delay(attempts, settings=self._settings, jitter=self._jitter, retry_after=retry_after)
 
     def _tell_agents(self, session: Session, item_id: int, kind: str, error: str) -> None:
         """Put a failed delivery on the ticket's audit trail, where agents look."""

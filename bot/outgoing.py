@@ -43,5 +43,10 @@ def queue_reply(
         parts=parts,
     )
     # The key is derived from the stored message, so every retry of this reply carries it.
-    reply = replace(reply, idempotency_key=f"tierzero-{message.id}", author=author_id)
+    reply = replace(
+        reply,
+        idempotency_key=f"tierzero-{message.id}",
+        author=author_id,
+        channel_data=dict(conversation.channel_data or {}),
+    )
     return outbox.enqueue(session, conversation=conversation, message=message, payload=reply.to_payload())

@@ -27,7 +27,7 @@ from bot import messages
 from bot.agent import AgentState, Close, Escalate, Outcome, Tier0Agent, Turn
 from bot.channel import Acceptance, InvalidMessage, MessageTooLong, Receipt
 from bot.config import Settings
-from bot.model import InboundMessage
+from bot.model import Action, InboundMessage
 from bot.outgoing import conversation_ref, queue_reply
 from bot.replies import notice, reply_for_decision
 from ticketing import service
@@ -64,8 +64,17 @@ class _Snapshot:
     owner: str
     text: str
     action: str | None
+    auto_reply: bool
     state: AgentState
     history: tuple[str, ...]
+
+    @property
+    def rating(self) -> int | None:
+        """The score of a pressed rating button ("rate:4"), else None."""
+        if self.action and self.action.startswith(f"{Action.RATE}:"):
+            score = self.action.partition(":")[2]
+            return int(score) if score.isdigit() else 0
+        return None
 
 
 class Pipeline:
@@ -144,8 +153,14 @@ class Pipeline:
                 assert existing is not None
                 return Receipt(Acceptance.DUPLICATE, existing.id, existing.conversation_id)
             # The button's action travels with the stored message, so a restart keeps it.
+            parts: dict[str, object] = {}
             if message.action:
-                row.parts = {"action": message.action}
+                parts["action"] = message.action
+            if not message.auto_reply:
+                parts["auto_reply"] = False
+            row.parts = parts
+            if message.channel_data:
+                conversation.channel_data = {**(conversation.channel_data or {}), **message.channel_data}
             session.flush()
             return Receipt(Acceptance.ACCEPTED, row.id, conversation.id)
 
@@ -232,7 +247,9 @@ class Pipeline:
                 if snapshot is None:
                     return 0  # already processed (redelivery raced us, or another replica)
                 outcome = None
-                if snapshot.owner in (Owner.BOT, Owner.CLOSED):
+                if not snapshot.auto_reply or snapshot.rating is not None:
+                    pass  # recorded without asking the agent
+                elif snapshot.owner in (Owner.BOT, Owner.CLOSED):
                     turn = Turn(
                         text=snapshot.text,
                         action=snapshot.action,
@@ -240,7 +257,7 @@ class Pipeline:
                         history=snapshot.history,
                     )
                     outcome = await asyncio.to_thread(self._agent.decide, turn)
-                queued = await asyncio.to_thread(self._apply, message_id, snapshot.owner, outcome)
+                queued = await asyncio.to_thread(self._apply, message_id, snapshot, outcome)
                 if queued is not None:
                     if queued:
                         self._on_reply_queued()
@@ -283,21 +300,24 @@ class Pipeline:
                 .where(
                     Message.conversation_id == conversation.id,
                     Message.direction == Direction.INBOUND,
+                    Message.author_kind == "requester",
                     Message.id < message.id,
                     Message.id > state.round_start,
                 )
                 .order_by(Message.id.desc())
                 .limit(HISTORY_TURNS)
             )
+            parts = message.parts or {}
             return _Snapshot(
                 owner=conversation.owner,
                 text=message.text,
-                action=(message.parts or {}).get("action"),
+                action=parts.get("action"),
+                auto_reply=parts.get("auto_reply", True),
                 state=state,
                 history=tuple(reversed(list(history))),
             )
 
-    def _apply(self, message_id: int, owner_seen: str, outcome: Outcome | None) -> int | None:
+    def _apply(self, message_id: int, snapshot: _Snapshot, outcome: Outcome | None) -> int | None:
         """Commit the consequence of one message; None if the owner changed meanwhile."""
         with self._db.transaction() as session:
             message = session.get(Message, message_id, with_for_update=True)
@@ -305,12 +325,14 @@ class Pipeline:
                 return 0
             conversation = session.get(Conversation, message.conversation_id, with_for_update=True)
             assert conversation is not None
-            if conversation.owner != owner_seen:
+            if conversation.owner != snapshot.owner:
                 return None
             message.processed_at = utcnow()
+            if snapshot.rating is not None:
+                return self._apply_rating(session, conversation, message, snapshot.rating)
             if outcome is not None:
                 return self._apply_decision(session, conversation, message, outcome)
-            return self._apply_human_owned(session, conversation, message)
+            return self._apply_human_owned(session, conversation, message, auto_reply=snapshot.auto_reply)
 
     def _apply_decision(self, session: Session, conversation: Conversation, message: Message, outcome: Outcome) -> int:
         decision = outcome.decision
@@ -319,7 +341,7 @@ class Pipeline:
         if conversation.owner == Owner.CLOSED:
             conversation.owner = Owner.BOT  # a message after closing starts a new round
             conversation.resolved_by = conversation.resolved_at = None
-        ticket_number = None
+        ticket = None
         if isinstance(decision, Escalate):
             ticket = service.open_ticket(
                 session,
@@ -332,20 +354,36 @@ class Pipeline:
                 first_number=self._settings.tickets.first_number,
                 reason=decision.reason,
             )
-            ticket_number = ticket.number
         elif isinstance(decision, Close):
             conversation.owner = Owner.CLOSED
             conversation.resolved_at = utcnow()
             conversation.resolved_by = "bot" if decision.solved_by_bot else "requester"
             state = replace(state, round_start=message.id)
         conversation.agent_state = state.to_json()
-        reply = reply_for_decision(decision, conversation=conversation_ref(conversation), ticket_number=ticket_number)
+        reply = reply_for_decision(decision, conversation=conversation_ref(conversation), ticket=ticket)
         queue_reply(session, conversation=conversation, reply=reply)
         return 1
 
-    def _apply_human_owned(self, session: Session, conversation: Conversation, message: Message) -> int:
+    def _apply_rating(self, session: Session, conversation: Conversation, message: Message, score: int) -> int:
         ticket = session.get(Ticket, conversation.ticket_id) if conversation.ticket_id else None
         if ticket is None:
+            return 0  # a rating button outside any ticket: nothing to rate
+        try:
+            service.record_rating(
+                session, ticket=ticket, score=score, actor=f"requester:{message.author_id}", channel=message.channel
+            )
+        except service.TicketError as exc:
+            text = str(exc)
+        else:
+            text = messages.CSAT_THANKS
+        queue_reply(session, conversation=conversation, reply=notice(conversation_ref(conversation), text))
+        return 1
+
+    def _apply_human_owned(
+        self, session: Session, conversation: Conversation, message: Message, *, auto_reply: bool = True
+    ) -> int:
+        ticket = session.get(Ticket, conversation.ticket_id) if conversation.ticket_id else None
+        if ticket is None or conversation.owner not in (Owner.QUEUE, Owner.AGENT):
             return 0
         service.add_event(
             session,
@@ -353,11 +391,11 @@ class Pipeline:
             actor=f"requester:{message.author_id}",
             channel=message.channel,
             kind="requester_message",
-            detail={"message_id": message.id},
+            detail={"message_id": message.id, **({} if auto_reply else {"auto_reply": False})},
         )
         state = dict(conversation.agent_state or {})
         # Waiting in the queue: confirm once that the message reached the ticket.
-        if conversation.owner == Owner.QUEUE and state.get("queued_note_for") != ticket.number:
+        if auto_reply and conversation.owner == Owner.QUEUE and state.get("queued_note_for") != ticket.number:
             conversation.agent_state = {**state, "queued_note_for": ticket.number}
             reply = notice(
                 conversation_ref(conversation),

@@ -14,8 +14,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "tierzero.channels"
 
 
-def available_channels() -> dict[str, type[Channel]]:
-    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+def available_channels() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
 
 
 @dataclass
@@ -25,12 +25,13 @@ class ChannelSet:
 
 
 def channel_class(name: str) -> type[Channel]:
-    known = available_channels()
-    if name not in known:
-        raise ConfigError(
-            f"config: channels.{name}: unknown channel '{name}'; known channels: {', '.join(sorted(known))}"
-        )
-    return known[name]
+    """The adapter class registered as ``name``; only that one is imported."""
+    found = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    if not found:
+        known = ", ".join(available_channels())
+        raise ConfigError(f"config: channels.{name}: unknown channel '{name}'; known channels: {known}")
+    channel: type[Channel] = next(iter(found)).load()
+    return channel
 
 
 def build_channels(context: ChannelContext) -> ChannelSet:

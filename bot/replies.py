@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from bot import messages
 from bot.agent import (
     Answer,
@@ -15,6 +17,7 @@ from bot.agent import (
     OfferClose,
 )
 from bot.model import Action, Button, ConversationRef, OutboundReply, ReplyKind
+from ticketing.models import Ticket
 
 _ANSWER_BUTTONS = (
     Button(messages.BUTTON_SOLVED, Action.SOLVED),
@@ -23,7 +26,7 @@ _ANSWER_BUTTONS = (
 
 
 def reply_for_decision(
-    decision: Decision, *, conversation: ConversationRef, ticket_number: str | None = None
+    decision: Decision, *, conversation: ConversationRef, ticket: Ticket | None = None
 ) -> OutboundReply:
     match decision:
         case Answer(text=passage, citations=citations, retry=retry):
@@ -37,9 +40,12 @@ def reply_for_decision(
             buttons += (Button(messages.CLARIFY_NONE_OF_THESE, Action.HUMAN),)
             return OutboundReply(conversation, "\n".join(lines), ReplyKind.CLARIFY, buttons=buttons)
         case Escalate(reason=reason):
+            assert ticket is not None, "an escalation always opens a ticket"
             why = messages.ESCALATION_REASONS.get(reason, "")
-            text = f"{why} {messages.ESCALATED.format(number=ticket_number)}".strip()
-            return OutboundReply(conversation, text, ReplyKind.ESCALATION, ticket_number=ticket_number)
+            text = f"{why} {messages.ESCALATED.format(number=ticket.number)}".strip()
+            if ticket.first_response_due is not None:
+                text += " " + messages.FIRST_RESPONSE_DUE.format(due=format_due(ticket.first_response_due))
+            return OutboundReply(conversation, text, ReplyKind.ESCALATION, ticket_number=ticket.number)
         case Greet():
             return OutboundReply(conversation, messages.GREETING)
         case AskForQuestion():
@@ -55,6 +61,19 @@ def reply_for_decision(
         case Close():
             return OutboundReply(conversation, messages.CLOSED)
     raise TypeError(f"unknown decision {decision!r}")
+
+
+def csat_request(conversation: ConversationRef, *, ticket_number: str) -> OutboundReply:
+    """Ask for a 1-5 rating after a resolution; the buttons carry ``rate:<n>``."""
+    buttons = tuple(Button(str(n), f"{Action.RATE}:{n}") for n in range(1, 6))
+    text = messages.CSAT_REQUEST.format(number=ticket_number)
+    return OutboundReply(conversation, text, ReplyKind.CSAT, buttons=buttons, ticket_number=ticket_number)
+
+
+def format_due(due: datetime) -> str:
+    """A due time requesters read at a glance, in UTC (e.g. "Fri 4 Dec 14:30 UTC")."""
+    due = due.astimezone(UTC)
+    return f"{due:%a} {due.day} {due:%b %H:%M} UTC"
 
 
 def notice(conversation: ConversationRef, text: str, *, ticket_number: str | None = None) -> OutboundReply:

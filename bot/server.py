@@ -15,7 +15,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.app import Runtime, TierZero
-from bot.channel import ChannelContext
 from bot.registry import ChannelSet, build_channels
 from ticketing.db import DatabaseUnavailableError
 
@@ -65,7 +64,7 @@ def create_app(runtime: Runtime) -> Starlette:
 
 
 def prepare(app: TierZero) -> tuple[Runtime, ChannelSet]:
-    channels = build_channels(ChannelContext(settings=app.settings, conversations=app.conversations))
+    channels = build_channels(app.channel_context())
     return app.runtime(channels.enabled), channels
 
 

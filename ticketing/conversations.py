@@ -97,6 +97,8 @@ def record_inbound_message(
     attachments: list[dict[str, Any]],
     raw: dict[str, Any] | None,
     received_at: datetime,
+    author_kind: str = "requester",
+    processed: bool = False,
 ) -> Message | None:
     """Store an inbound message; None when (channel, channel_message_id) was seen before."""
     if find_inbound_message(session, channel=channel, channel_message_id=channel_message_id):
@@ -106,12 +108,13 @@ def record_inbound_message(
         direction=Direction.INBOUND,
         channel=channel,
         channel_message_id=channel_message_id,
-        author_kind="requester",
+        author_kind=author_kind,
         author_id=author_id,
         text=text,
         attachments=attachments,
         raw=raw,
         received_at=received_at,
+        processed_at=utcnow() if processed else None,
     )
     try:
         # A savepoint, so losing a race with a concurrent redelivery only undoes this insert.

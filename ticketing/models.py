@@ -133,6 +133,9 @@ class Conversation(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id", use_alter=True))
     # The tier-0 agent's memory between turns (unhelpful turns, pending options...).
     agent_state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the channel needs to reply later (a Teams ConversationReference, email
+    # Message-IDs...), merged from every inbound message; only the channel reads it.
+    channel_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Who closed the last round of this conversation: "bot" is a tier-0 deflection.
     resolved_by: Mapped[str | None] = mapped_column(String(16))
     resolved_at: Mapped[datetime | None] = mapped_column()
@@ -188,6 +191,13 @@ class Ticket(Base):
     first_response_at: Mapped[datetime | None] = mapped_column()
     resolved_at: Mapped[datetime | None] = mapped_column()
     closed_at: Mapped[datetime | None] = mapped_column()
+    first_response_due: Mapped[datetime | None] = mapped_column()
+    resolution_due: Mapped[datetime | None] = mapped_column()
+    csat_score: Mapped[int | None] = mapped_column(Integer)
+    csat_comment: Mapped[str | None] = mapped_column(Text)
+    csat_at: Mapped[datetime | None] = mapped_column()
+    # Bumped with every audited change, so agent surfaces know their card is stale.
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
     requester: Mapped[Requester] = relationship()
     events: Mapped[list[TicketEvent]] = relationship(back_populates="ticket", order_by="TicketEvent.id")
@@ -227,3 +237,31 @@ class OutboxItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class DeskPost(Base):
+    """A ticket's card on one agent surface (a Slack triage message, a Teams card...).
+
+    The watermarks make mirroring durable: the desk sync brings each card up to
+    ``ticket.version`` and posts timeline events after ``mirrored_event_id``.
+    """
+
+    __tablename__ = "desk_post"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "surface"),
+        UniqueConstraint("surface", "thread_key"),
+        Index("ix_desk_post_due", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("ticket.id"))
+    surface: Mapped[str] = mapped_column(String(32))
+    # Where agents reply on that surface; NULL until the card is first posted.
+    thread_key: Mapped[str | None] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    published_version: Mapped[int] = mapped_column(Integer, default=0)
+    mirrored_event_id: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from ticketing import sla
 from ticketing.clock import utcnow
 from ticketing.models import (
     Conversation,
@@ -46,6 +47,8 @@ def open_ticket(
     priority: Priority = Priority.NORMAL,
     reason: str = "",
 ) -> Ticket:
+    opened_at = utcnow()
+    first_response_due, resolution_due = sla.due_times(priority, opened_at)
     ticket = Ticket(
         conversation_id=conversation.id,
         requester_id=conversation.requester_id,
@@ -54,6 +57,10 @@ def open_ticket(
         status=TicketStatus.NEW,
         priority=priority,
         tier=1,
+        created_at=opened_at,
+        first_response_due=first_response_due,
+        resolution_due=resolution_due,
+        version=1,
     )
     session.add(ticket)
     # The number derives from the primary key, so concurrent openers never collide.
@@ -76,6 +83,8 @@ def add_event(
 ) -> TicketEvent:
     event = TicketEvent(ticket_id=ticket.id, actor=actor, channel=channel, kind=kind, detail=detail or {}, at=utcnow())
     session.add(event)
+    # Every audited change makes the ticket's cards on agent surfaces stale.
+    ticket.version = (ticket.version or 0) + 1
     return event
 
 
@@ -90,11 +99,14 @@ def take_ticket(session: Session, *, ticket: Ticket, conversation: Conversation,
     add_event(session, ticket=ticket, actor=agent, channel=channel, kind="taken")
 
 
-def record_agent_reply(session: Session, *, ticket: Ticket, agent: str, channel: str) -> None:
+def record_agent_reply(
+    session: Session, *, ticket: Ticket, agent: str, channel: str, message_id: int | None = None
+) -> None:
     _require_open(ticket)
     if ticket.first_response_at is None:
         ticket.first_response_at = utcnow()
-    add_event(session, ticket=ticket, actor=agent, channel=channel, kind="agent_reply")
+    detail = {"message_id": message_id} if message_id is not None else {}
+    add_event(session, ticket=ticket, actor=agent, channel=channel, kind="agent_reply", detail=detail)
 
 
 def hand_back_to_bot(session: Session, *, ticket: Ticket, conversation: Conversation, agent: str, channel: str) -> None:
@@ -120,6 +132,19 @@ def resolve_ticket(
     ticket.resolved_at = utcnow()
     conversation.owner = Owner.CLOSED
     add_event(session, ticket=ticket, actor=actor, channel=channel, kind="resolved", detail={"resolution": resolution})
+
+
+def record_rating(
+    session: Session, *, ticket: Ticket, score: int, actor: str, channel: str, comment: str | None = None
+) -> None:
+    """The requester's satisfaction rating (1-5); a later rating replaces an earlier one."""
+    if not 1 <= score <= 5:
+        raise TicketError("a rating is a whole number from 1 to 5")
+    ticket.csat_score = score
+    ticket.csat_at = utcnow()
+    if comment is not None:
+        ticket.csat_comment = comment
+    add_event(session, ticket=ticket, actor=actor, channel=channel, kind="csat", detail={"score": score})
 
 
 def get_ticket(session: Session, *, number: str) -> Ticket | None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from bot.app import TierZero
-from bot.channel import ChannelContext
 from bot.config import ConfigError, Settings, load_settings, settings_from_mapping
 from bot.registry import build_channels
 from tests.conftest import REPO_ROOT
@@ -77,7 +76,7 @@ def test_the_repository_config_validates(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.channels == {"http_api": {}}
     app = TierZero(settings, retriever=it_retriever())
     try:
-        channels = build_channels(ChannelContext(settings=settings, conversations=app.conversations))
+        channels = build_channels(app.channel_context())
     finally:
         app.db.dispose()
     assert [c.name for c in channels.enabled] == ["http_api"] and channels.disabled == {}
@@ -211,7 +210,7 @@ def test_a_channel_section_never_shows_a_secret_in_errors(tmp_path: Path) -> Non
     app = TierZero(settings, retriever=it_retriever())
     try:
         with pytest.raises(ConfigError) as caught:
-            build_channels(ChannelContext(settings=settings, conversations=app.conversations))
+            build_channels(app.channel_context())
     finally:
         app.db.dispose()
     error = str(caught.value)
@@ -271,7 +270,7 @@ def _build(tmp_path: Path, channels: dict[str, object]) -> object:
     settings = settings_from_mapping({"data_dir": str(tmp_path), "channels": channels})
     app = TierZero(settings, retriever=it_retriever())
     try:
-        return build_channels(ChannelContext(settings=settings, conversations=app.conversations))
+        return build_channels(app.channel_context())
     finally:
         app.db.dispose()
 
@@ -302,9 +301,7 @@ def test_an_unknown_key_in_a_channel_section_names_it(tmp_path: Path) -> None:
 def test_a_short_api_token_refuses_to_start(tmp_path: Path) -> None:
     settings = settings_from_mapping({"data_dir": str(tmp_path), "channels": {"http_api": {"auth_token": "short"}}})
     with pytest.raises(ConfigError) as caught:
-        build_channels(
-            ChannelContext(settings=settings, conversations=TierZero(settings, retriever=it_retriever()).conversations)
-        )
+        build_channels(TierZero(settings, retriever=it_retriever()).channel_context())
     assert str(caught.value) == (
         "config: channels.http_api: auth_token: Value error, must be at least 16 characters (use a long random token)"
     )

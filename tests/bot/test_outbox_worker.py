@@ -182,4 +182,3 @@ async def test_stop_flushes_what_is_due(db: Database) -> None:
     queue(db, "one", "two")
     await worker.stop(timeout=5)
     assert [r.text for r in channel.sent] == ["one", "two"]
-

@@ -28,7 +28,6 @@ from starlette.routing import Route
 
 from bot import messages
 from bot.app import Runtime, TierZero
-from bot.channel import ChannelContext
 from bot.config import Settings, settings_from_mapping
 from bot.model import ConversationRef, OutboundReply, ReplyKind
 from bot.registry import build_channels
@@ -417,7 +416,7 @@ async def test_a_reply_sent_after_stop_still_reaches_the_webhook(tmp_path: Path)
             }
         )
         app = TierZero(settings, retriever=it_retriever())
-        [channel] = build_channels(ChannelContext(settings=settings, conversations=app.conversations)).enabled
+        [channel] = build_channels(app.channel_context()).enabled
 
         async def refuse(_: object) -> None:
             raise AssertionError("no message expected")
@@ -464,7 +463,7 @@ def test_with_a_token_on_a_public_interface_the_channel_is_enabled(
     monkeypatch.setenv("TIERZERO_API_TOKEN", TOKEN)
     app = TierZero(_public_settings(tmp_path, auth_token="${TIERZERO_API_TOKEN}"), retriever=it_retriever())
     try:
-        channels = build_channels(ChannelContext(settings=app.settings, conversations=app.conversations))
+        channels = build_channels(app.channel_context())
         assert [c.name for c in channels.enabled] == ["http_api"] and channels.disabled == {}
         text = banner(app, channels)
         assert "bearer token" in text and TOKEN not in text
