@@ -2,6 +2,7 @@
 
     python -m benchmarks.retrieval --corpus C.jsonl --queries Q.jsonl --json
     python -m benchmarks.retrieval --stackfaq [DIR] --json [--sweep]
+    python -m benchmarks.retrieval ... --synthetic-chunks 10000   # query speed at that index size
 
 Corpus lines are ``{"doc_id", "title", "text"}``; query lines are
 ``{"query_id", "text", "doc_ids": [...]}`` with the relevant doc ids. With
@@ -11,6 +12,10 @@ the production code path - ``KnowledgeIndex.sync_articles`` with the bundled
 model, in a temporary folder - and every query is searched in hybrid,
 dense-only and BM25-only mode. ``--sweep`` also scores the hybrid ranking
 for a range of dense weights, reusing the index and the query vectors.
+``--synthetic-chunks N`` pads the index with distractor articles (sentences
+of the corpus recombined at random, deterministically) until it holds at
+least N chunks, to measure query latency at that size; the quality numbers
+are then measured against the distractors too.
 
 Measured on StackFAQ (125 articles -> 374 chunks, 1249 queries, chunks of
 at most 1200 characters, dense weight 0.9):
@@ -85,12 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         articles, queries, corpus_name = _load_dataset(args)
+        if args.synthetic_chunks:
+            articles = [*articles, *synthetic_articles(articles, args.synthetic_chunks)]
         result = run(
             articles=articles,
             queries=queries,
             max_chunk_chars=args.max_chunk_chars,
             sweep=args.sweep,
             progress=sys.stderr.isatty(),
+            query_threads=args.query_threads,
         )
     except (BenchmarkError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -111,6 +119,7 @@ def run(
     sweep: bool = False,
     progress: bool = False,
     embedder: Embedder | None = None,
+    query_threads: int = 0,
 ) -> dict[str, Any]:
     """Index ``articles`` and score ``queries``; ``embedder`` defaults to the bundled model."""
     started = time.perf_counter()
@@ -123,6 +132,8 @@ def run(
         started = time.perf_counter()
         index.sync_articles(articles, progress=progress)
         index_seconds = time.perf_counter() - started
+        if query_threads:
+            limit_threads(query_threads)
 
         quality: dict[str, Quality] = {}
         latencies_ms: list[float] = []
@@ -144,12 +155,37 @@ def run(
             "model_id": embedder.model_id,
             "dense_weight": DENSE_WEIGHT,
             "max_chunk_chars": max_chunk_chars,
+            "query_threads": query_threads or "all",
             "dense": quality["dense"].as_json(),
             "bm25": quality["bm25"].as_json(),
         }
         if sweep:
             result["sweep"] = _sweep(index_dir, embedder, queries, max_chunk_chars=max_chunk_chars)
     return result
+
+
+def limit_threads(threads: int) -> None:
+    """Run queries on ``threads`` CPU threads (indexing before it may use every core)."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def synthetic_articles(articles: Sequence[Article], chunks: int, *, seed: int = 7) -> list[Article]:
+    """Short distractor articles (one chunk each) made of the corpus's own sentences, for speed tests."""
+    sentences = [s.strip() for a in articles for s in a.body.replace("\n", " ").split(". ") if len(s.strip()) > 20]
+    if not sentences:
+        raise BenchmarkError("the corpus has no sentences to build synthetic chunks from")
+    rng = np.random.default_rng(seed)
+    padded = []
+    for number in range(max(0, chunks - len(articles))):
+        picked = rng.choice(len(sentences), size=int(rng.integers(2, 6)))
+        body = ". ".join(sentences[i] for i in picked)[:900]
+        title = " ".join(body.split()[:6])
+        padded.append(_article(doc_id=f"synthetic-{number:05d}", title=title, text=body))
+    return padded
 
 
 def _evaluate(
@@ -338,6 +374,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--sweep", action="store_true", help="also score hybrid ranking for dense weights 0..1")
     parser.add_argument("--max-chunk-chars", type=int, default=1200)
+    parser.add_argument(
+        "--query-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU threads for the timed queries (default 1: one core; 0: all); indexing uses every core",
+    )
+    parser.add_argument(
+        "--synthetic-chunks", type=int, default=0, metavar="N", help="pad the index to at least N chunks (speed)"
+    )
     args = parser.parse_args(argv)
     if args.stackfaq is not None and (args.corpus or args.queries):
         parser.error("--stackfaq replaces --corpus/--queries; pass one or the other")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bot import intents
+from bot.confidence import ConfidenceModel, features, load_model
 from bot.config import AgentSettings
 from bot.model import Action, Citation
 
@@ -148,10 +149,30 @@ class Outcome:
     state: AgentState
 
 
+# How many articles the decision looks at: the candidate and its competitors.
+SEARCH_DEPTH = 5
+
+
 class Tier0Agent:
-    def __init__(self, *, retriever: Retriever, settings: AgentSettings) -> None:
+    def __init__(
+        self, *, retriever: Retriever, settings: AgentSettings, confidence: ConfidenceModel | None = None
+    ) -> None:
         self._retriever = retriever
         self._settings = settings
+        self._confidence = confidence or load_model(settings.confidence_model)
+
+    @property
+    def retriever(self) -> Retriever:
+        return self._retriever
+
+    @retriever.setter
+    def retriever(self, retriever: Retriever) -> None:
+        # Swapped as one reference: a decision in progress keeps the one it read.
+        self._retriever = retriever
+
+    def confidence(self, hits: Sequence[Hit], *, merged: int = 1) -> float:
+        """Calibrated probability that the first ``merged`` hits hold the answer."""
+        return self._confidence.probability(features(hits, merged=merged))
 
     def decide(self, turn: Turn) -> Outcome:
         state, text, action = turn.state, turn.text.strip(), turn.action
@@ -180,12 +201,32 @@ class Tier0Agent:
 
     def _answer_question(self, text: str, turn: Turn) -> Outcome:
         query = text[:MAX_QUERY_CHARS]
-        hits = [h for h in self._retriever.search(query, k=5) if h.dense_score >= self._settings.answer_threshold]
+        hits = list(self._retriever.search(query, k=SEARCH_DEPTH))
         if not hits:
             return self._escalate("low_confidence", turn)
+        threshold = self._settings.answer_threshold
         best = hits[0]
-        runner_up = next((h for h in hits[1:] if h.article_id != best.article_id), None)
-        if runner_up is not None and best.dense_score - runner_up.dense_score < self._settings.clarify_margin:
+        confidence = self.confidence(hits)
+        runner_up = hits[1] if len(hits) > 1 else None
+        if only_exact_identifier_match(hits):
+            # A pasted error code or ticket id found in exactly one article is stronger
+            # evidence than any similarity, and the model never saw enough of them to know.
+            state = AgentState(
+                awaiting="feedback",
+                question=query,
+                offered=(best.article_id,),
+                unhelpful_turns=turn.state.unhelpful_turns,
+            )
+            return Outcome(self._answer_from(best, max(confidence, threshold)), state)
+        # Ask rather than guess when the evidence says "one of these two" but not
+        # which, or when a confident best article has a near-tie competitor.
+        ask = runner_up is not None and (
+            (confidence < threshold and self.confidence(hits, merged=2) >= threshold)
+            or (confidence >= threshold and best.dense_score - runner_up.dense_score < self._settings.clarify_margin)
+        )
+        if not ask and confidence < threshold:
+            return self._escalate("low_confidence", turn)
+        if ask and runner_up is not None:
             options = (Option(best.article_id, best.title), Option(runner_up.article_id, runner_up.title))
             state = AgentState(
                 awaiting="clarify", question=query, options=options, unhelpful_turns=turn.state.unhelpful_turns
@@ -194,29 +235,33 @@ class Tier0Agent:
         state = AgentState(
             awaiting="feedback", question=query, offered=(best.article_id,), unhelpful_turns=turn.state.unhelpful_turns
         )
-        return Outcome(self._answer_from(best), state)
+        return Outcome(self._answer_from(best, confidence), state)
 
     def _try_again(self, turn: Turn) -> Outcome:
         state = turn.state
         unhelpful = state.unhelpful_turns + 1
         if unhelpful >= self._settings.max_unhelpful_turns or not state.question:
             return self._escalate("unhelpful", turn)
-        hits = self._retriever.search(state.question, k=10)
-        for hit in hits:
-            if hit.article_id not in state.offered and hit.dense_score >= self._settings.answer_threshold:
-                new_state = replace(state, offered=(*state.offered, hit.article_id), unhelpful_turns=unhelpful)
-                return Outcome(replace(self._answer_from(hit), retry=True), new_state)
+        # The offered article did not help: judge the rest as if it were not in the KB.
+        hits = [h for h in self._retriever.search(state.question, k=10) if h.article_id not in state.offered]
+        if hits:
+            confidence = self.confidence(hits[:SEARCH_DEPTH])
+            if confidence >= self._settings.answer_threshold:
+                new_state = replace(state, offered=(*state.offered, hits[0].article_id), unhelpful_turns=unhelpful)
+                return Outcome(replace(self._answer_from(hits[0], confidence), retry=True), new_state)
         return self._escalate("unhelpful", turn)
 
     def _answer_article(self, article_id: str, state: AgentState) -> Outcome:
         question = state.question or ""
-        hit = next((h for h in self._retriever.search(question, k=10) if h.article_id == article_id), None)
+        hits = list(self._retriever.search(question, k=10))
+        hit = next((h for h in hits if h.article_id == article_id), None)
         if hit is None:  # the index changed under the options; ask afresh
             return self._answer_question(question, Turn(text=question, state=AgentState()))
         new_state = AgentState(
             awaiting="feedback", question=question, offered=(article_id,), unhelpful_turns=state.unhelpful_turns
         )
-        return Outcome(self._answer_from(hit), new_state)
+        # The requester picked it: confidence is that of the pair it came from.
+        return Outcome(self._answer_from(hit, self.confidence(hits[:SEARCH_DEPTH], merged=2)), new_state)
 
     def _chosen_option(self, text: str, action: str | None, state: AgentState) -> str | None:
         if action and action.startswith(f"{Action.CHOOSE}:"):
@@ -230,16 +275,25 @@ class Tier0Agent:
                 return option.article_id
         return None
 
-    def _answer_from(self, hit: Hit) -> Answer:
+    def _answer_from(self, hit: Hit, confidence: float) -> Answer:
         citation = Citation(title=hit.title, article_id=hit.article_id, url=hit.url, source_path=hit.source_path)
         # Quote on into what follows (often the steps after a symptom description).
         text = f"{hit.passage}\n\n{hit.continuation}" if hit.continuation else hit.passage
         passage = trim_passage(text, self._settings.max_passage_chars)
-        return Answer(text=passage, citations=(citation,), confidence=round(float(hit.dense_score), 4))
+        return Answer(text=passage, citations=(citation,), confidence=round(confidence, 4))
 
     def _escalate(self, reason: str, turn: Turn) -> Outcome:
         escalation = Escalate(reason=reason, summary=summarise(turn), subject=subject_of(turn, reason))
         return Outcome(escalation, AgentState())
+
+
+def only_exact_identifier_match(hits: Sequence[Hit]) -> bool:
+    """The question names identifiers, the best article contains them all, and no other candidate does."""
+
+    def match(hit: Hit) -> float:
+        return float(getattr(hit, "identifier_match", 0.0))
+
+    return bool(hits) and match(hits[0]) >= 1.0 and all(match(hit) < 1.0 for hit in hits[1:])
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")

@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.agent import Retriever, Tier0Agent
-from bot.index_watch import start_index_watch, stop_index_watch
 from bot.channel import Channel, ChannelContext
 from bot.config import Settings
 from bot.conversations import ConversationReader
 from bot.desk import Desk, DeskSync, surfaces_of
+from bot.escalation_job import EscalationJob
+from bot.index_watch import start_index_watch, stop_index_watch
 from bot.outbox_worker import OutboxWorker
 from bot.pipeline import Pipeline
+from bot.service_rules import for_runtime
 from kb_index import (
     CorruptIndexError,
     IndexNotFoundError,
@@ -34,12 +36,12 @@ class TierZero:
         self.settings = settings
         self.db = Database(settings.database_url, echo=settings.database.echo)
         self.conversations = ConversationReader(self.db)
-        self.desk = Desk(self.db)
+        self.desk = Desk(self.db, sla_policy=settings.service_desk.sla_policy)
         self._retriever = retriever
 
     def channel_context(self) -> ChannelContext:
         """What every channel is built with (see ``bot.registry.build_channels``)."""
-        return ChannelContext(settings=self.settings, conversations=self.conversations, desk=self.desk)
+        return ChannelContext(settings=self.settings, conversations=self.conversations, desk=self.desk, db=self.db)
 
     def open_index(self, *, sync: bool | None = None, progress: bool = False) -> KnowledgeIndex:
         """The knowledge index; built or refreshed first when ``sync`` (default: kb.auto_index)."""
@@ -100,9 +102,23 @@ class Runtime:
         self.channels = list(channels)
         settings = app.settings
         self.outbox = OutboxWorker(db=app.db, senders={c.name: c for c in self.channels}, settings=settings.outbox)
-        self.desk_sync = DeskSync(db=app.db, surfaces=surfaces_of(self.channels), settings=settings.outbox)
+        self.desk_sync = DeskSync(
+            db=app.db,
+            surfaces=surfaces_of(self.channels),
+            settings=settings.outbox,
+            sla_policy=app.desk.sla_policy,
+        )
         agent = Tier0Agent(retriever=app.retriever, settings=settings.agent)
-        self.pipeline = Pipeline(db=app.db, agent=agent, settings=settings, on_reply_queued=self._changed)
+        rules = for_runtime(settings.service_desk, retriever=app.retriever, kb_path=settings.kb.path, db=app.db)
+        self.pipeline = Pipeline(
+            db=app.db, agent=agent, settings=settings, on_reply_queued=self._changed, service_rules=rules
+        )
+        self.escalation = EscalationJob(
+            db=app.db,
+            settings=settings.service_desk,
+            on_change=self._changed,
+            vendor_mail_channel=next((c.name for c in self.channels if c.name == "email"), None),
+        )
         app.desk.on_change = self._changed
         self.running = False
 
@@ -116,6 +132,7 @@ class Runtime:
         await self.pipeline.start(channels=[c.name for c in self.channels])
         self.outbox.start()
         self.desk_sync.start()
+        self.escalation.start()
         self._index_watch = start_index_watch(self.app.retriever)
         for channel in self.channels:
             await channel.start(self.pipeline.accept)
@@ -130,6 +147,7 @@ class Runtime:
             except Exception:
                 log.exception("channel %s did not stop cleanly", channel.name)
         await self.pipeline.stop(timeout=timeout)
+        await self.escalation.stop(timeout=timeout)
         await self.outbox.stop(timeout=timeout)
         await self.desk_sync.stop()
         await stop_index_watch(getattr(self, "_index_watch", None))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bot.config import Settings
     from bot.conversations import ConversationReader
     from bot.desk import Desk
+    from ticketing.db import Database
 
 
 class Acceptance(StrEnum):
@@ -80,6 +81,8 @@ class ChannelContext:
     conversations: ConversationReader
     # Agent actions (take, reply, hand back, resolve) for channels that host agents.
     desk: Desk
+    # The process's database, for channels with their own records (dead letters, consoles).
+    db: Database
 
 
 class Channel(Protocol):

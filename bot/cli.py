@@ -20,7 +20,7 @@ from bot import handoff
 from bot.app import TierZero
 from bot.config import CONFIG_PATH_ENV, SECRET_KEY, ConfigError, Settings, load_settings
 from bot.logs import configure_logging
-from kb_index import CorruptIndexError, IndexNotFoundError, KnowledgeBaseError, ModelLoadError
+from kb_index import CorruptIndexError, IndexNotFoundError, KnowledgeBaseError, ModelLoadError, load_embedder
 from ticketing import outbox
 from ticketing.db import DatabaseUnavailableError, redact_url
 from ticketing.service import TicketError, get_ticket, list_tickets
@@ -208,13 +208,96 @@ def kb_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> None
 
 
 @kb.command("stats")
+@click.option("--min-shown", default=3, show_default=True, help="Rank only articles shown at least this often.")
+@click.option("--top", default=5, show_default=True, help="How many best and worst articles.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every article).")
 @click.pass_context
 @friendly_errors
-def kb_stats(ctx: click.Context) -> None:
-    """Size and provenance of the index."""
-    stats = app_from_context(ctx).open_index(sync=False).stats()
-    for key, value in stats.__dict__.items():
+def kb_stats(ctx: click.Context, min_shown: int, top: int, as_json: bool) -> None:
+    """Size of the index, and the best and worst articles by how often they solved the problem."""
+    from bot import kb_feedback
+
+    app = app_from_context(ctx)
+    app.db.migrate()
+    with app.db.transaction() as session:
+        articles = kb_feedback.article_stats(session)
+    try:
+        index_stats: dict[str, Any] | None = app.open_index(sync=False).stats().__dict__
+    except IndexNotFoundError:
+        index_stats = None
+    if as_json:
+        rows = [{**a.__dict__, "solve_rate": round(a.solve_rate, 4)} for a in articles]
+        click.echo(json.dumps({"index": index_stats, "articles": rows}, indent=2))
+        return
+    for key, value in (index_stats or {"index": "not built yet (tierzero kb index)"}).items():
         click.echo(f"{key}: {value}")
+    if not articles:
+        click.echo("no answers shown yet")
+        return
+    best, worst = kb_feedback.best_and_worst(articles, min_shown=min_shown, count=top)
+    for heading, ranked in (("best articles", best), ("worst articles", worst)):
+        click.echo(f"\n{heading} (shown at least {min_shown} times):")
+        if not ranked:
+            click.echo("  none yet")
+        for row in ranked:
+            click.echo(
+                f"  {row.solve_rate:>5.0%} solved  {row.escalation_rate:>5.0%} escalated  "
+                f"{row.shown:>4} shown  {row.not_helpful:>3} not helpful  {row.article_id}  {row.title}"
+            )
+
+
+@kb.command("suggest")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for the drafts (default: <data_dir>/kb-suggestions).",
+)
+@click.option("--min-similarity", default=0.7, show_default=True, help="Cosine for two questions to share a draft.")
+@click.pass_context
+@friendly_errors
+def kb_suggest(ctx: click.Context, out: Path | None, min_similarity: float) -> None:
+    """Draft articles from escalated questions that agents answered, grouped by similarity, for review."""
+    from bot import confidence, kb_feedback
+
+    app = app_from_context(ctx)
+    app.db.migrate()
+    with app.db.transaction() as session:
+        questions = kb_feedback.resolved_questions(session)
+    if not questions:
+        click.echo("nothing to suggest: no escalated question has been answered and resolved by an agent yet")
+        return
+    index = app.open_index(sync=False)
+    embedder = load_embedder(app.settings.kb.model, sha256=app.settings.kb.model_sha256)
+    suggestions = kb_feedback.group_similar(questions, embedder.encode, min_similarity=min_similarity)
+    model = confidence.load_model(app.settings.agent.confidence_model)
+    for suggestion in suggestions:
+        hits = index.search(suggestion.questions[0].question, k=5)
+        # Escalated although an article matches well: that article needs work, not a twin.
+        if hits and model.probability(confidence.features(hits, merged=1)) >= 0.5:
+            suggestion.update_article = hits[0].article_id
+    folder = out or app.settings.data_dir / "kb-suggestions"
+    for path, suggestion in zip(kb_feedback.write_drafts(suggestions, folder), suggestions, strict=True):
+        what = f"update {suggestion.update_article}" if suggestion.update_article else "new article"
+        click.echo(f"{path}  ({len(suggestion.questions)} questions; {what})")
+    click.echo(f"review and edit the drafts, then publish one with: tierzero kb publish {folder}/<draft>.md")
+
+
+@kb.command("publish")
+@click.argument("draft", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--as", "name", default=None, help="File name in the KB folder (default: the draft's).")
+@click.pass_context
+@friendly_errors
+def kb_publish(ctx: click.Context, draft: Path, name: str | None) -> None:
+    """Copy a reviewed draft into the KB folder and re-index (a running server picks it up)."""
+    app = app_from_context(ctx)
+    target = Path(app.settings.kb.path) / (name or draft.name)
+    if target.exists() and target.resolve() != draft.resolve():
+        raise click.ClickException(f"{target} already exists; pass --as NEW_NAME.md or edit that article instead")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(draft.read_text(encoding="utf-8"), encoding="utf-8")
+    report = app.reindex(progress=True)
+    click.echo(f"published {target}: {report.added} added, {report.updated} updated; {report.chunks} chunks indexed")
 
 
 @kb.command("calibrate")
@@ -252,6 +335,12 @@ def kb_calibrate(ctx: click.Context, queries_path: Path, max_wrong: float, dry_r
         f"{result.expected_coverage:.1%} of answerable questions with the right article at "
         f"{result.expected_wrong_rate:.1%} wrong answers (target at most {max_wrong:.1%}; estimated out-of-fold)"
     )
+    if result.threshold >= 1.0:
+        click.echo(
+            "warning: no threshold keeps wrong answers under the target with these questions, so the bot would "
+            "escalate everything; label more questions (a few hundred) or raise --max-wrong",
+            err=True,
+        )
     if dry_run:
         return
     config_path = _config_file(ctx)

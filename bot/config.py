@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 
+from bot.service_desk_config import ServiceDeskSettings
+
 DATABASE_URL_ENV = "TIERZERO_DATABASE_URL"
 CONFIG_PATH_ENV = "TIERZERO_CONFIG"
 SECRET_KEY = re.compile(r"token|secret|password|key", re.IGNORECASE)
@@ -51,9 +53,13 @@ class KnowledgeBaseSettings(StrictModel):
 
 
 class AgentSettings(StrictModel):
-    # Minimum retrieval confidence (cosine similarity of question and passage) to answer.
-    answer_threshold: float = Field(default=0.55, ge=0.0, le=1.0)
-    # Two articles closer than this are offered as a choice instead of guessing.
+    # Answer when the calibrated probability that the best article answers the
+    # question (bot.confidence) is at least this; `tierzero kb calibrate` sets it.
+    answer_threshold: float = Field(default=0.70, ge=0.0, le=1.0)
+    # The fitted confidence model (JSON from `tierzero kb calibrate`); empty: the built-in one.
+    confidence_model: Path | None = None
+    # Two articles whose cosines are closer than this are offered as a choice
+    # instead of guessing (as is a pair the model trusts only together).
     clarify_margin: float = Field(default=0.02, ge=0.0, le=1.0)
     max_unhelpful_turns: int = Field(default=2, ge=1, le=10)
     max_passage_chars: int = Field(default=1200, ge=100, le=5000)
@@ -93,6 +99,7 @@ class Settings(StrictModel):
     pipeline: PipelineSettings = PipelineSettings()
     outbox: OutboxSettings = OutboxSettings()
     server: ServerSettings = ServerSettings()
+    service_desk: ServiceDeskSettings = ServiceDeskSettings()
     # Channel name -> that channel's own settings, validated by the channel itself.
     channels: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"http_api": dict[str, Any]()})
 
@@ -215,6 +222,7 @@ def _resolve_paths(settings: Settings, base_dir: Path) -> Settings:
             "database": settings.database.model_copy(
                 update={"url": _resolve_sqlite_url(settings.database.url, base_dir)}
             ),
+            "agent": settings.agent.model_copy(update={"confidence_model": resolve(settings.agent.confidence_model)}),
         }
     )
 

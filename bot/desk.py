@@ -47,6 +47,9 @@ MIRRORED_KINDS = frozenset(
         "requester_message",
         "agent_reply",
         "note",
+        "reopened",
+        "approval_requested",
+        "vendor_handoff",
         "sla_at_risk",
         "sla_breached",
         "delivery_failed",
@@ -141,8 +144,9 @@ class AgentSurface(Protocol):
 class Desk:
     """Agent actions for channels; every call commits and audits, or raises ``TicketError``."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, sla_policy: sla.SlaPolicy | None = None) -> None:
         self._db = db
+        self.sla_policy = sla_policy
         # Set by the running Runtime: wakes the outbox and the desk sync after a change.
         self.on_change: Callable[[], None] = lambda: None
 
@@ -204,7 +208,7 @@ class Desk:
     def _view(self, number: str) -> TicketView | None:
         with self._db.transaction() as session:
             ticket = service.get_ticket(session, number=number)
-            return ticket_view(session, ticket) if ticket is not None else None
+            return self.ticket_view(session, ticket) if ticket is not None else None
 
     def _open_tickets_of(self, channel: str, platform_id: str) -> list[TicketView]:
         with self._db.transaction() as session:
@@ -218,21 +222,22 @@ class Desk:
                 )
                 .order_by(Ticket.id.desc())
             )
-            return [ticket_view(session, t) for t in tickets]
+            return [self.ticket_view(session, t) for t in tickets]
+
+    def ticket_view(self, session: Session, ticket: Ticket, *, now: datetime | None = None) -> TicketView:
+        """``ticket_view`` with this desk's SLA calendar, for callers holding a session."""
+        return ticket_view(session, ticket, now=now, policy=self.sla_policy)
 
 
-def ticket_view(session: Session, ticket: Ticket, *, now: datetime | None = None) -> TicketView:
+def ticket_view(
+    session: Session, ticket: Ticket, *, now: datetime | None = None, policy: sla.SlaPolicy | None = None
+) -> TicketView:
+    """What agents and requesters see of a ticket; ``policy`` is the service desk's SLA calendar."""
     conversation = session.get(Conversation, ticket.conversation_id)
     assert conversation is not None
     requester = session.get(Requester, ticket.requester_id)
     assert requester is not None
-    now = now or utcnow()
-    first = sla.sla_state(
-        due=ticket.first_response_due, done_at=ticket.first_response_at, now=now, opened_at=ticket.created_at
-    )
-    resolution = sla.sla_state(
-        due=ticket.resolution_due, done_at=ticket.resolved_at, now=now, opened_at=ticket.created_at
-    )
+    sla_state = sla.ticket_sla_state(session, ticket=ticket, now=now or utcnow(), policy=policy)
     return TicketView(
         number=ticket.number or "",
         subject=ticket.subject,
@@ -249,16 +254,11 @@ def ticket_view(session: Session, ticket: Ticket, *, now: datetime | None = None
         created_at=ticket.created_at,
         first_response_due=ticket.first_response_due,
         resolution_due=ticket.resolution_due,
-        sla_state=_worst(first, resolution),
+        sla_state=sla_state,
         summary=_summary(session, conversation.id),
         csat_score=ticket.csat_score,
         version=ticket.version,
     )
-
-
-def _worst(*states: str) -> str:
-    order = ["breached", "at_risk", "ok", "met"]
-    return min(states, key=order.index)
 
 
 def _summary(session: Session, conversation_id: int) -> str:
@@ -322,9 +322,11 @@ class DeskSync:
         db: Database,
         surfaces: Sequence[AgentSurface],
         settings: OutboxSettings,
+        sla_policy: sla.SlaPolicy | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._db = db
+        self._sla_policy = sla_policy
         self._surfaces = {s.name: s for s in surfaces}
         self._settings = settings
         self._jitter = jitter
@@ -446,7 +448,7 @@ class DeskSync:
             assert row is not None
             ticket = session.get(Ticket, row.ticket_id)
             assert ticket is not None
-            view = ticket_view(session, ticket)
+            view = ticket_view(session, ticket, policy=self._sla_policy)
             post = DeskPost(row.thread_key, dict(row.data)) if row.thread_key else None
             stale = ticket.version if row.published_version < ticket.version else None
             entries = [

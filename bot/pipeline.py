@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
@@ -30,7 +30,9 @@ from bot.config import Settings
 from bot.model import Action, InboundMessage
 from bot.outgoing import conversation_ref, queue_reply
 from bot.replies import notice, reply_for_decision
-from ticketing import service
+from bot.service_rules import ServiceRules
+from ticketing import csat, service
+from ticketing.approvals import Decision, parse_decision
 from ticketing.clock import utcnow
 from ticketing.conversations import (
     find_inbound_message,
@@ -76,6 +78,13 @@ class _Snapshot:
             return int(score) if score.isdigit() else 0
         return None
 
+    @property
+    def approval(self) -> Decision | None:
+        """An approver's "approve TZ-1042" / "reject TZ-1042 <reason>", where the bot would otherwise answer."""
+        if self.action or not self.auto_reply or self.owner not in (Owner.BOT, Owner.CLOSED):
+            return None
+        return parse_decision(self.text)
+
 
 class Pipeline:
     def __init__(
@@ -85,16 +94,21 @@ class Pipeline:
         agent: Tier0Agent,
         settings: Settings,
         on_reply_queued: Callable[[], None] = lambda: None,
+        service_rules: ServiceRules | None = None,
     ) -> None:
         self._db = db
         self._agent = agent
         self._settings = settings
+        # Routing, SLA due times, approvals, reopening (issue 6); keyword rules only unless given an embedder.
+        self._rules = service_rules or ServiceRules(settings.service_desk)
         self._on_reply_queued = on_reply_queued
         self._queue: asyncio.Queue[int] = asyncio.Queue(maxsize=10_000)
         self._in_flight: set[int] = set()
         self._done: dict[int, asyncio.Future[int]] = {}
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # conversation -> (lock, users)
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[object]] = set()
+        self._stopping = asyncio.Event()
         self._channels: list[str] = []
 
     # -- accepting -----------------------------------------------------------
@@ -181,7 +195,14 @@ class Pipeline:
             log.warning(
                 "pipeline stopped with %s messages still queued; they resume at next start", self._queue.qsize()
             )
+        self._stopping.set()
+        # Idle tasks only wait: cancel them. Busy ones finish what they hold, because their
+        # database work runs in a thread that a cancellation would orphan mid-transaction.
         for task in self._tasks:
+            if task not in self._busy:
+                task.cancel()
+        _, late = await asyncio.wait(self._tasks, timeout=timeout)
+        for task in late:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
@@ -210,26 +231,39 @@ class Pipeline:
         return True
 
     async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("pipeline sweep failed; retrying in %ss", SWEEP_INTERVAL_SECONDS)
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+        while not self._stopping.is_set():
+            with self._busy_while():
+                try:
+                    await self.sweep()
+                except Exception:
+                    log.exception("pipeline sweep failed; retrying in %ss", SWEEP_INTERVAL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), SWEEP_INTERVAL_SECONDS)
 
     async def _work(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             message_id = await self._queue.get()
             replies = 0
-            try:
-                replies = await self.process(message_id)
-            except Exception:
-                # The message stays unprocessed and the sweeper retries it later.
-                log.exception("processing message %s failed", message_id)
-            finally:
-                self._resolve(message_id, replies)
-                self._in_flight.discard(message_id)
-                self._queue.task_done()
+            with self._busy_while():
+                try:
+                    replies = await self.process(message_id)
+                except Exception:
+                    # The message stays unprocessed and the sweeper retries it later.
+                    log.exception("processing message %s failed", message_id)
+                finally:
+                    self._resolve(message_id, replies)
+                    self._in_flight.discard(message_id)
+                    self._queue.task_done()
+
+    @contextlib.contextmanager
+    def _busy_while(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._busy.add(task)
+        try:
+            yield
+        finally:
+            self._busy.discard(task)
 
     def _resolve(self, message_id: int, replies: int) -> None:
         future = self._done.pop(message_id, None)
@@ -247,7 +281,7 @@ class Pipeline:
                 if snapshot is None:
                     return 0  # already processed (redelivery raced us, or another replica)
                 outcome = None
-                if not snapshot.auto_reply or snapshot.rating is not None:
+                if not snapshot.auto_reply or snapshot.rating is not None or snapshot.approval is not None:
                     pass  # recorded without asking the agent
                 elif snapshot.owner in (Owner.BOT, Owner.CLOSED):
                     turn = Turn(
@@ -330,6 +364,14 @@ class Pipeline:
             message.processed_at = utcnow()
             if snapshot.rating is not None:
                 return self._apply_rating(session, conversation, message, snapshot.rating)
+            if snapshot.approval is not None:
+                text = self._rules.decide_from_message(
+                    session, conversation=conversation, decision=snapshot.approval, now=utcnow()
+                )
+                queue_reply(session, conversation=conversation, reply=notice(conversation_ref(conversation), text))
+                return 1
+            if snapshot.auto_reply and self._reopen_recently_resolved(session, conversation, message):
+                return self._apply_human_owned(session, conversation, message)
             if outcome is not None:
                 return self._apply_decision(session, conversation, message, outcome)
             return self._apply_human_owned(session, conversation, message, auto_reply=snapshot.auto_reply)
@@ -354,6 +396,7 @@ class Pipeline:
                 first_number=self._settings.tickets.first_number,
                 reason=decision.reason,
             )
+            self._rules.ticket_opened(session, ticket=ticket, conversation=conversation)
         elif isinstance(decision, Close):
             conversation.owner = Owner.CLOSED
             conversation.resolved_at = utcnow()
@@ -369,8 +412,14 @@ class Pipeline:
         if ticket is None:
             return 0  # a rating button outside any ticket: nothing to rate
         try:
-            service.record_rating(
-                session, ticket=ticket, score=score, actor=f"requester:{message.author_id}", channel=message.channel
+            # Text sent with the rating (a form's or card's comment box) is the optional comment.
+            csat.record_csat(
+                session,
+                ticket=ticket,
+                score=score,
+                actor=f"requester:{message.author_id}",
+                channel=message.channel,
+                comment=csat.comment_of(message.text),
             )
         except service.TicketError as exc:
             text = str(exc)
@@ -378,6 +427,24 @@ class Pipeline:
             text = messages.CSAT_THANKS
         queue_reply(session, conversation=conversation, reply=notice(conversation_ref(conversation), text))
         return 1
+
+    def _reopen_recently_resolved(self, session: Session, conversation: Conversation, message: Message) -> bool:
+        """A requester's message soon after an agent resolved their ticket reopens it (csat.reopen_window_days)."""
+        if conversation.owner != Owner.CLOSED or conversation.resolved_by in ("bot", "requester"):
+            return False
+        ticket = session.get(Ticket, conversation.ticket_id) if conversation.ticket_id else None
+        now = utcnow()
+        if ticket is None or not self._rules.reopens(ticket, now=now):
+            return False
+        csat.reopen(
+            session,
+            ticket=ticket,
+            conversation=conversation,
+            actor=f"requester:{message.author_id}",
+            channel=message.channel,
+            now=now,
+        )
+        return True
 
     def _apply_human_owned(
         self, session: Session, conversation: Conversation, message: Message, *, auto_reply: bool = True
@@ -393,6 +460,10 @@ class Pipeline:
             kind="requester_message",
             detail={"message_id": message.id, **({} if auto_reply else {"auto_reply": False})},
         )
+        if auto_reply:  # the requester answered: a ticket pending on them runs again
+            self._rules.requester_wrote(
+                session, ticket=ticket, actor=f"requester:{message.author_id}", channel=message.channel, now=utcnow()
+            )
         state = dict(conversation.agent_state or {})
         # Waiting in the queue: confirm once that the message reached the ticket.
         if auto_reply and conversation.owner == Owner.QUEUE and state.get("queued_note_for") != ticket.number:

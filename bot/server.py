@@ -103,6 +103,8 @@ def serve(app: TierZero) -> None:
         lifespan="on",
         log_level=app.settings.log_level.lower(),
         access_log=False,
+        # Open streams (the portal's live updates) must not hold a shutdown for long.
+        timeout_graceful_shutdown=10,
     )
     print(banner(app, channels), flush=True)
     _Server(config).run()

@@ -1,8 +1,17 @@
-"""Reading knowledge-base articles (Markdown or plain text) from a folder."""
+"""Reading knowledge-base articles from a folder.
+
+Markdown (with YAML front matter), plain text, HTML (the main content,
+converted to Markdown so headings survive), PDF (text per page, each page a
+section) and FAQ files (CSV or JSONL of question-answer pairs, each pair an
+article titled by its question).
+"""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
 import logging
 import os
 import re
@@ -16,7 +25,12 @@ import yaml
 logger = logging.getLogger(__name__)
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown"})
-ARTICLE_SUFFIXES = MARKDOWN_SUFFIXES | {".txt"}
+HTML_SUFFIXES = frozenset({".html", ".htm"})
+PDF_SUFFIXES = frozenset({".pdf"})
+FAQ_SUFFIXES = frozenset({".csv", ".jsonl"})
+# Formats whose text reaches the chunker as Markdown (headings mark sections).
+_CHUNKED_AS_MARKDOWN = MARKDOWN_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
+ARTICLE_SUFFIXES = MARKDOWN_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES | FAQ_SUFFIXES | {".txt"}
 # A support article is a few KB; anything this large is almost certainly an
 # export or a log someone dropped in the folder, and would swamp the index.
 MAX_ARTICLE_BYTES = 5 * 1024 * 1024
@@ -64,21 +78,24 @@ def load_articles(folder: Path) -> tuple[list[Article], list[SkippedFile]]:
     for relative in _article_paths(folder):
         source_path = relative.as_posix()
         try:
-            article = _read_article(folder / relative, source_path=source_path)
-            earlier = sources_by_id.get(article.article_id)
-            if earlier is not None:
-                raise _Unusable(f"same article id {article.article_id!r} as {earlier}")
+            found = _read_articles(folder / relative, source_path=source_path)
+            for article in found:
+                earlier = sources_by_id.get(article.article_id)
+                if earlier is not None:
+                    raise _Unusable(f"same article id {article.article_id!r} as {earlier}")
         except _Unusable as exc:
             logger.warning("Skipping knowledge-base file %s: %s", source_path, exc)
             skipped.append(SkippedFile(path=source_path, reason=str(exc)))
             continue
-        sources_by_id[article.article_id] = source_path
-        articles.append(article)
+        for article in found:
+            sources_by_id[article.article_id] = source_path
+            articles.append(article)
     return articles, skipped
 
 
 def is_markdown(source_path: str) -> bool:
-    return PurePosixPath(source_path).suffix.lower() in MARKDOWN_SUFFIXES
+    """Whether the article's body is Markdown (true for converted HTML and PDF too)."""
+    return PurePosixPath(source_path).suffix.lower() in _CHUNKED_AS_MARKDOWN
 
 
 def _article_paths(folder: Path) -> list[PurePosixPath]:
@@ -92,6 +109,142 @@ def _article_paths(folder: Path) -> list[PurePosixPath]:
                 continue
             found.append(root_relative / name)
     return sorted(found)
+
+
+def _read_articles(path: Path, *, source_path: str) -> list[Article]:
+    suffix = path.suffix.lower()
+    if suffix in PDF_SUFFIXES:
+        return [_read_pdf(path, source_path=source_path)]
+    if suffix in HTML_SUFFIXES:
+        return [_read_html(path, source_path=source_path)]
+    if suffix in FAQ_SUFFIXES:
+        return _read_faq(path, source_path=source_path)
+    return [_read_article(path, source_path=source_path)]
+
+
+def _read_text(path: Path) -> tuple[bytes, str]:
+    raw = _read_bytes(path)
+    if b"\x00" in raw:
+        raise _Unusable("binary file (contains NUL bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Unusable(f"not valid UTF-8 (byte {exc.start})") from exc
+    return raw, text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _read_html(path: Path, *, source_path: str) -> Article:
+    import html2text
+    from bs4 import BeautifulSoup
+
+    raw, text = _read_text(path)
+    soup = BeautifulSoup(text, "html.parser")
+    canonical = soup.find("link", rel="canonical")
+    url = canonical.get("href") if canonical is not None else None
+    page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    # Navigation, headers, footers and scripts repeat on every page: only the main content is an answer.
+    for noise in soup.find_all(["script", "style", "nav", "header", "footer", "aside", "form", "noscript"]):
+        noise.decompose()
+    main = soup.find("main") or soup.find("article") or soup.find(True, attrs={"role": "main"}) or soup.body or soup
+    converter = html2text.HTML2Text()
+    converter.body_width = 0  # no hard wrapping: chunking splits by headings and sentences
+    converter.ignore_images = True
+    body = converter.handle(str(main)).strip()
+    if not body:
+        raise _Unusable("no text in the page's main content")
+    heading = _H1.search(body)
+    title = heading.group(1).strip() if heading else page_title or _humanised(PurePosixPath(source_path).stem)
+    return _article(source_path, title=title, url=str(url) if url else None, body=body, raw=raw)
+
+
+def _read_pdf(path: Path, *, source_path: str) -> Article:
+    import pypdf
+
+    raw = _read_bytes(path)
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(raw))
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        metadata_title = (reader.metadata.title if reader.metadata else None) or ""
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types for damaged files
+        raise _Unusable(f"cannot read PDF: {' '.join(str(exc).split()) or type(exc).__name__}") from exc
+    if not any(pages):
+        raise _Unusable("no extractable text in the PDF (scanned pages need OCR first)")
+    # Each page becomes a section, so a citation can say which page answers.
+    body = "\n\n".join(f"## Page {number}\n\n{text}" for number, text in enumerate(pages, 1) if text)
+    first_line = next((line.strip() for text in pages for line in text.splitlines() if line.strip()), "")
+    title = str(metadata_title).strip() or first_line[:120] or _humanised(PurePosixPath(source_path).stem)
+    return _article(source_path, title=title, url=None, body=body, raw=raw)
+
+
+_QUESTION_KEYS = ("question", "q", "title")
+_ANSWER_KEYS = ("answer", "a", "text")
+
+
+def _read_faq(path: Path, *, source_path: str) -> list[Article]:
+    """One article per question-answer pair; its id is the file's plus the row's ``id`` or number."""
+    _, text = _read_text(path)
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        rows: list[tuple[int, dict[str, object]]] = [(n, dict(row)) for n, row in enumerate(reader, 2)]
+        where = "row"
+    else:
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _Unusable(f"line {number} is not valid JSON ({exc.msg})") from exc
+            if not isinstance(item, dict):
+                raise _Unusable(f"line {number} is not a JSON object")
+            rows.append((number, item))
+        where = "line"
+    stem = PurePosixPath(source_path).with_suffix("").as_posix()
+    articles = []
+    for number, row in rows:
+        fields = {str(key).strip().lower(): value for key, value in row.items() if key is not None}
+        question = _first_text(fields, _QUESTION_KEYS)
+        answer = _first_text(fields, _ANSWER_KEYS)
+        if not question or not answer:
+            raise _Unusable(f"{where} {number} needs a question and an answer (columns 'question' and 'answer')")
+        key = _optional_text(fields.get("id")) or str(number)
+        content = json.dumps([question, answer, fields.get("url")], ensure_ascii=False).encode()
+        articles.append(
+            Article(
+                article_id=f"{stem}#{key}",
+                title=question,
+                url=_optional_text(fields.get("url")),
+                source_path=source_path,
+                tags=_tags(fields.get("tags")),
+                body=answer,
+                content_hash=hashlib.sha256(content).hexdigest(),
+            )
+        )
+    if not articles:
+        raise _Unusable("no question-answer pairs")
+    return articles
+
+
+def _first_text(fields: dict[str, object], keys: tuple[str, ...]) -> str | None:
+    return next((text for key in keys if (text := _optional_text(fields.get(key)))), None)
+
+
+def _article(source_path: str, *, title: str, url: str | None, body: str, raw: bytes) -> Article:
+    return Article(
+        article_id=PurePosixPath(source_path).with_suffix("").as_posix(),
+        title=title,
+        url=url,
+        source_path=source_path,
+        tags=(),
+        body=body,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def _humanised(stem: str) -> str:
+    text = re.sub(r"[-_]+", " ", stem).strip()
+    return text[:1].upper() + text[1:] if text else stem
 
 
 def _read_article(path: Path, *, source_path: str) -> Article:

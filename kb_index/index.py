@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +19,10 @@ from tqdm import tqdm
 from kb_index.chunking import CHUNKER_VERSION, MIN_MAX_CHARS, Chunk, chunk_article
 from kb_index.documents import Article, SkippedFile, load_articles
 from kb_index.embedding import Embedder
-from kb_index.fusion import DENSE_WEIGHT, fuse, normalise_by_max
+from kb_index.fusion import DENSE_WEIGHT, fuse, is_identifier, normalise_by_max
 from kb_index.lexical import LexicalIndex, tokenize
 from kb_index.store import (
+    MANIFEST_NAME,
     CorruptIndexError,
     IndexNotFoundError,
     IndexSettings,
@@ -78,6 +81,13 @@ class SearchHit:
     # What follows the passage in the article (the next few chunks, with their
     # section headings), so an answer can quote on into the steps.
     continuation: str = ""
+    # Evidence for the answer decision (bot.confidence): the cosine between
+    # the question and the article's title alone, and the share of the
+    # question's words (weighted by rarity, IDF) that occur in the article.
+    title_score: float = 0.0
+    term_coverage: float = 0.0
+    # Share (0..1) of the question's identifiers (error codes, ticket ids...) the passage contains exactly.
+    identifier_match: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -111,8 +121,14 @@ class _Snapshot:
     articles: dict[str, StoredArticle]
     chunks: tuple[Chunk, ...]
     vectors: np.ndarray
+    # One row per article, in ``articles`` order.
+    title_vectors: np.ndarray
+    article_rows: dict[str, int]
     dense: faiss.Index
     lexical: LexicalIndex
+    # Per article, the set of its search tokens; and each token's IDF over articles.
+    article_terms: dict[str, frozenset[str]]
+    idf: dict[str, float]
     built_at: str
     size_bytes: int
 
@@ -123,6 +139,7 @@ class _Snapshot:
         settings: IndexSettings,
         articles: Sequence[StoredArticle],
         vectors: np.ndarray,
+        title_vectors: np.ndarray,
         built_at: str,
         size_bytes: int,
     ) -> _Snapshot:
@@ -130,16 +147,56 @@ class _Snapshot:
         # The keyword index is rebuilt from the stored chunk texts rather than
         # persisted: it takes well under a second for thousands of chunks, and a
         # second copy of the corpus on disk could drift from the manifest.
+        chunk_tokens = [lexical_tokens(chunk) for chunk in chunks]
+        terms: dict[str, set[str]] = {}
+        for chunk, tokens in zip(chunks, chunk_tokens, strict=True):
+            terms.setdefault(chunk.article_id, set()).update(tokens)
         return cls(
             settings=settings,
             articles={article.article_id: article for article in articles},
             chunks=chunks,
             vectors=vectors,
+            title_vectors=title_vectors,
+            article_rows={article.article_id: row for row, article in enumerate(articles)},
             dense=build_faiss_index(vectors),
-            lexical=LexicalIndex([lexical_tokens(chunk) for chunk in chunks]),
+            lexical=LexicalIndex(chunk_tokens),
+            article_terms={article_id: frozenset(tokens) for article_id, tokens in terms.items()},
+            idf=_idf(terms.values()),
             built_at=built_at,
             size_bytes=size_bytes,
         )
+
+    def term_coverage(self, query_terms: Sequence[str], article_id: str) -> float:
+        """IDF-weighted share of the question's words that occur in the article (0..1).
+
+        A word that occurs nowhere in the knowledge base gets the highest
+        weight: a question about something the KB never mentions is covered badly.
+        """
+        if not query_terms:
+            return 0.0
+        unseen = _unseen_idf(len(self.articles))
+        present = self.article_terms.get(article_id, frozenset())
+        total = covered = 0.0
+        for term in query_terms:
+            weight = self.idf.get(term, unseen)
+            total += weight
+            if term in present:
+                covered += weight
+        return covered / total if total > 0 else 0.0
+
+
+def _idf(article_terms: Iterable[set[str]]) -> dict[str, float]:
+    counts: dict[str, int] = {}
+    total = 0
+    for terms in article_terms:
+        total += 1
+        for term in terms:
+            counts[term] = counts.get(term, 0) + 1
+    return {term: math.log(1.0 + (total - count + 0.5) / (count + 0.5)) for term, count in counts.items()}
+
+
+def _unseen_idf(articles: int) -> float:
+    return math.log(1.0 + (articles + 0.5) / 0.5)
 
 
 def passage_text(chunk: Chunk) -> str:
@@ -184,10 +241,14 @@ class KnowledgeIndex:
             settings=self._settings,
             articles=(),
             vectors=np.zeros((0, embedder.dimension), dtype=np.float32),
+            title_vectors=np.zeros((0, embedder.dimension), dtype=np.float32),
             built_at="",
             size_bytes=0,
         )
         self._persisted = False
+        # Identity of the manifest the snapshot was read from or written as,
+        # so reload_if_changed() notices another process's `kb index`.
+        self._manifest_stamp: tuple[int, int, int] | None = None
         # Serialises writers only; searches never wait for a sync.
         self._sync_lock = threading.Lock()
 
@@ -202,24 +263,66 @@ class KnowledgeIndex:
     ) -> KnowledgeIndex:
         """Open a persisted index, refusing one built with a different embedding model."""
         index = cls(index_dir=index_dir, embedder=embedder, max_chunk_chars=max_chunk_chars, dense_weight=dense_weight)
-        stored = read_index(index._index_dir)
+        index._snapshot, index._manifest_stamp = index._read_snapshot()
+        index._persisted = True
+        logger.info(
+            "Loaded knowledge index %s: %s articles, %s chunks", index_dir, len(index._snapshot.articles), len(index)
+        )
+        return index
+
+    def reload_if_changed(self) -> bool:
+        """Pick up an index another process (``tierzero kb index``) wrote since this one was read.
+
+        The new generation is read and fully built aside, then swapped in with
+        one reference assignment: a search running meanwhile finishes on the
+        old snapshot, and no search ever sees a half-built index. A manifest
+        that cannot be read is logged and the current snapshot stays.
+        """
+        stamp = self._current_stamp()
+        if stamp is None or stamp == self._manifest_stamp:
+            return False
+        with self._sync_lock:
+            if self._current_stamp() == self._manifest_stamp:
+                return False
+            try:
+                snapshot, stamp = self._read_snapshot()
+            except (CorruptIndexError, IndexNotFoundError) as exc:
+                logger.warning("Keeping the current knowledge index; the new one cannot be used: %s", exc)
+                self._manifest_stamp = stamp  # do not retry the same broken write every poll
+                return False
+            self._snapshot, self._manifest_stamp = snapshot, stamp
+        logger.info("Reloaded knowledge index %s: %s chunks", self._index_dir, len(snapshot.chunks))
+        return True
+
+    def _read_snapshot(self) -> tuple[_Snapshot, tuple[int, int, int] | None]:
+        stamp = self._current_stamp()
+        stored = read_index(self._index_dir)
+        embedder = self._embedder
         if (stored.settings.model_id, stored.settings.dimension) != (embedder.model_id, embedder.dimension):
             raise CorruptIndexError(
-                f"The knowledge index in {index_dir} was built with embedding model "
+                f"The knowledge index in {self._index_dir} was built with embedding model "
                 f"{stored.settings.model_id!r} ({stored.settings.dimension} dimensions), but the configured "
                 f"model is {embedder.model_id!r} ({embedder.dimension} dimensions). "
                 "Run `tierzero kb index` to rebuild it."
             )
-        index._snapshot = _Snapshot.build(
+        snapshot = _Snapshot.build(
             settings=stored.settings,
             articles=stored.articles,
             vectors=stored.vectors,
+            title_vectors=stored.title_vectors,
             built_at=stored.built_at,
             size_bytes=stored.size_bytes,
         )
-        index._persisted = True
-        logger.info("Loaded knowledge index %s: %s articles, %s chunks", index_dir, len(stored.articles), len(index))
-        return index
+        return snapshot, stamp
+
+    def _current_stamp(self) -> tuple[int, int, int] | None:
+        # The manifest is replaced (os.replace), never rewritten in place, so a
+        # new write always shows as a new inode or mtime.
+        try:
+            info = os.stat(self._index_dir / MANIFEST_NAME)
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
 
     @classmethod
     def open_or_create(
@@ -262,14 +365,18 @@ class KnowledgeIndex:
         with self._sync_lock:
             old = self._snapshot
             rechunk_all = old.settings != self._settings
-            kept: dict[str, tuple[StoredArticle, np.ndarray]] = {}
+            kept: dict[str, tuple[StoredArticle, np.ndarray, np.ndarray]] = {}
             pending: list[StoredArticle] = []
             added = updated = unchanged = 0
             old_rows = _rows_by_article(old)
             for article in articles:
                 previous = old.articles.get(article.article_id)
                 if previous is not None and previous.content_hash == article.content_hash and not rechunk_all:
-                    kept[article.article_id] = (previous, old.vectors[old_rows[article.article_id]])
+                    kept[article.article_id] = (
+                        previous,
+                        old.vectors[old_rows[article.article_id]],
+                        old.title_vectors[old.article_rows[article.article_id]],
+                    )
                     unchanged += 1
                     continue
                 if previous is None:
@@ -282,8 +389,9 @@ class KnowledgeIndex:
             wanted = {article.article_id for article in articles}
             removed = sum(1 for article_id in old.articles if article_id not in wanted)
 
-            for stored, vectors in zip(pending, self._embed_articles(pending, progress=progress), strict=True):
-                kept[stored.article_id] = (stored, vectors)
+            embedded = self._embed_articles(pending, progress=progress)
+            for stored, (vectors, title_vector) in zip(pending, embedded, strict=True):
+                kept[stored.article_id] = (stored, vectors, title_vector)
 
             changed = bool(added or updated or removed or rechunk_all)
             if changed or not self._persisted:
@@ -325,14 +433,19 @@ class KnowledgeIndex:
             return []
 
         query_vector = self._embedder.encode([query])[0]
-        bm25 = snapshot.lexical.scores(tokenize(query))
+        query_tokens = tokenize(query)
+        bm25 = snapshot.lexical.scores(query_tokens)
+        identifiers = [token for token in query_tokens if is_identifier(token)]
+        identifier_matches = snapshot.lexical.match_share(identifiers) if identifiers else None
         total = len(snapshot.chunks)
         depth = min(total, max(_MIN_CANDIDATES, k * _CANDIDATES_PER_RESULT))
         while True:
             hits = _rank(
                 snapshot,
                 query_vector=query_vector,
+                query_tokens=query_tokens,
                 bm25=bm25,
+                identifier_matches=identifier_matches,
                 depth=depth,
                 mode=mode,
                 dense_weight=self._dense_weight,
@@ -342,6 +455,9 @@ class KnowledgeIndex:
                 return hits
             # Too few distinct articles among the candidates: look deeper.
             depth = min(total, depth * 4)
+
+    def article_ids(self) -> list[str]:
+        return list(self._snapshot.articles)
 
     def stats(self) -> IndexStats:
         snapshot = self._snapshot
@@ -355,37 +471,51 @@ class KnowledgeIndex:
             size_bytes=snapshot.size_bytes,
         )
 
-    def _embed_articles(self, articles: Sequence[StoredArticle], *, progress: bool) -> list[np.ndarray]:
+    def _embed_articles(
+        self, articles: Sequence[StoredArticle], *, progress: bool
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per article: its chunk vectors and its title vector."""
         texts = [passage_text(chunk) for article in articles for chunk in article.chunks]
+        texts += [article.title for article in articles]
         vectors = np.zeros((len(texts), self._settings.dimension), dtype=np.float32)
         with tqdm(total=len(texts), desc="Embedding", unit="chunk", disable=not progress or not texts) as bar:
             for start in range(0, len(texts), EMBED_BATCH_SIZE):
                 batch = texts[start : start + EMBED_BATCH_SIZE]
                 vectors[start : start + len(batch)] = self._embedder.encode(batch, batch_size=EMBED_BATCH_SIZE)
                 bar.update(len(batch))
-        per_article: list[np.ndarray] = []
+        per_article: list[tuple[np.ndarray, np.ndarray]] = []
         offset = 0
-        for article in articles:
-            per_article.append(vectors[offset : offset + len(article.chunks)])
+        titles_start = len(texts) - len(articles)
+        for number, article in enumerate(articles):
+            per_article.append((vectors[offset : offset + len(article.chunks)], vectors[titles_start + number]))
             offset += len(article.chunks)
         return per_article
 
-    def _commit(self, entries: list[tuple[StoredArticle, np.ndarray]]) -> None:
-        articles = tuple(stored for stored, _ in entries)
+    def _commit(self, entries: list[tuple[StoredArticle, np.ndarray, np.ndarray]]) -> None:
+        articles = tuple(stored for stored, _, _ in entries)
         dimension = self._settings.dimension
-        vectors = (
-            np.concatenate([vectors for _, vectors in entries]).astype(np.float32, copy=False)
-            if entries
-            else np.zeros((0, dimension), dtype=np.float32)
-        )
+        empty = np.zeros((0, dimension), dtype=np.float32)
+        vectors = np.concatenate([vectors for _, vectors, _ in entries]).astype(np.float32) if entries else empty
+        title_vectors = np.stack([title for _, _, title in entries]).astype(np.float32) if entries else empty
         built_at = datetime.now(UTC).isoformat(timespec="seconds")
         # Persist first: if the disk write fails, memory keeps matching the disk.
         size_bytes = write_index(
-            self._index_dir, settings=self._settings, built_at=built_at, articles=articles, vectors=vectors
+            self._index_dir,
+            settings=self._settings,
+            built_at=built_at,
+            articles=articles,
+            vectors=vectors,
+            title_vectors=title_vectors,
         )
         self._snapshot = _Snapshot.build(
-            settings=self._settings, articles=articles, vectors=vectors, built_at=built_at, size_bytes=size_bytes
+            settings=self._settings,
+            articles=articles,
+            vectors=vectors,
+            title_vectors=title_vectors,
+            built_at=built_at,
+            size_bytes=size_bytes,
         )
+        self._manifest_stamp = self._current_stamp()
         self._persisted = True
 
 
@@ -393,7 +523,9 @@ def _rank(
     snapshot: _Snapshot,
     *,
     query_vector: np.ndarray,
+    query_tokens: Sequence[str],
     bm25: np.ndarray,
+    identifier_matches: np.ndarray | None,
     depth: int,
     mode: str,
     dense_weight: float,
@@ -421,7 +553,8 @@ def _rank(
     elif mode == "lexical":
         scores = lexical
     else:
-        scores = fuse(dense, lexical, dense_weight=dense_weight)
+        matches = identifier_matches[rows] if identifier_matches is not None else None
+        scores = fuse(dense, lexical, dense_weight=dense_weight, identifier_matches=matches)
 
     # An article is as relevant as its best chunk.
     best: dict[str, int] = {}
@@ -431,9 +564,11 @@ def _rank(
         if len(best) == limit:
             break
     hits = []
+    query_terms = list(dict.fromkeys(query_tokens))
     for article_id, position in best.items():
         row = int(rows[position])
         chunk = snapshot.chunks[row]
+        title_vector = snapshot.title_vectors[snapshot.article_rows[article_id]]
         hits.append(
             SearchHit(
                 article_id=article_id,
@@ -446,6 +581,9 @@ def _rank(
                 dense_score=float(dense[position]),
                 lexical_score=float(lexical[position]),
                 continuation=_continuation(snapshot.chunks, row),
+                title_score=float(title_vector @ query_vector),
+                term_coverage=snapshot.term_coverage(query_terms, article_id),
+                identifier_match=float(identifier_matches[row]) if identifier_matches is not None else 0.0,
             )
         )
     return hits

@@ -64,3 +64,17 @@ class LexicalIndex:
         if not token_ids:
             return np.zeros(self._size, dtype=np.float32)
         return np.asarray(self._bm25.get_scores_from_ids(token_ids), dtype=np.float32)
+
+    def match_share(self, terms: Sequence[str]) -> np.ndarray:
+        """Per document, the share of ``terms`` it contains (terms no document contains are ignored)."""
+        counts = np.zeros(self._size, dtype=np.float32)
+        if self._bm25 is None:
+            return counts
+        known = 0
+        for term in dict.fromkeys(terms):
+            token_ids = self._bm25.get_tokens_ids([term])
+            if not token_ids:
+                continue
+            known += 1
+            counts += np.asarray(self._bm25.get_scores_from_ids(token_ids), dtype=np.float32) > 0
+        return counts / known if known else counts

@@ -6,7 +6,9 @@ An index folder holds:
   chunking settings, per-article content hashes and chunk metadata, and the
   name and sha256 of the vectors file it goes with;
 * ``vectors-<sha256 prefix>.faiss`` - the chunk vectors as a FAISS index,
-  row ``i`` belonging to the ``i``-th chunk in manifest order.
+  row ``i`` belonging to the ``i``-th chunk in manifest order, followed by
+  one row per article: the vector of its title alone (how well a question
+  matches an article's title is strong evidence for the answer decision).
 
 Each write puts the vectors under a new content-addressed name and then
 swaps in the manifest with one ``os.replace``. Until that swap the old
@@ -37,7 +39,7 @@ from kb_index.embedding import file_sha256
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "index.json"
 _VECTORS_PREFIX = "vectors-"
 _VECTORS_SUFFIX = ".faiss"
@@ -84,6 +86,8 @@ class StoredIndex:
     articles: tuple[StoredArticle, ...]
     # Row-aligned with the chunks of ``articles``, in order.
     vectors: np.ndarray
+    # Row-aligned with ``articles``.
+    title_vectors: np.ndarray
     size_bytes: int
 
 
@@ -94,12 +98,14 @@ def write_index(
     built_at: str,
     articles: tuple[StoredArticle, ...],
     vectors: np.ndarray,
+    title_vectors: np.ndarray,
 ) -> int:
     """Persist an index atomically; returns its size on disk in bytes."""
     index_dir.mkdir(parents=True, exist_ok=True)
     previous_vectors = _referenced_vectors_file(index_dir)
 
-    vectors_name, vectors_sha256, vectors_size = _write_vectors(index_dir, vectors)
+    all_rows = np.concatenate([vectors, title_vectors]).astype(np.float32, copy=False)
+    vectors_name, vectors_sha256, vectors_size = _write_vectors(index_dir, all_rows)
     manifest = {
         "format_version": FORMAT_VERSION,
         "model_id": settings.model_id,
@@ -155,8 +161,10 @@ def read_index(index_dir: Path) -> StoredIndex:
 
     vectors, vectors_size = _read_vectors(index_dir, vectors_name, expected_sha256=vectors_sha256)
     chunk_count = sum(len(article.chunks) for article in articles)
-    if vectors.shape[0] != chunk_count:
-        raise _corrupt(index_dir, f"it has {vectors.shape[0]} vectors for {chunk_count} chunks")
+    if vectors.shape[0] != chunk_count + len(articles):
+        raise _corrupt(
+            index_dir, f"it has {vectors.shape[0]} vectors for {chunk_count} chunks and {len(articles)} titles"
+        )
     if vectors.shape[1] != settings.dimension:
         raise _corrupt(
             index_dir, f"its vectors have {vectors.shape[1]} dimensions, the manifest says {settings.dimension}"
@@ -165,7 +173,8 @@ def read_index(index_dir: Path) -> StoredIndex:
         settings=settings,
         built_at=built_at,
         articles=articles,
-        vectors=vectors,
+        vectors=vectors[:chunk_count],
+        title_vectors=vectors[chunk_count:],
         size_bytes=vectors_size + len(manifest_bytes),
     )
 

@@ -248,7 +248,8 @@ def test_check_config_prints_the_settings_with_secrets_hidden(tmp_path: Path, mo
     [
         (
             {"slak": {}},
-            "config: channels.slak: unknown channel 'slak'; known channels: email, http_api, slack, teams, terminal, web",
+            "config: channels.slak: unknown channel 'slak'; "
+            "known channels: email, http_api, slack, teams, terminal, web",
         ),
         ({"http_api": {"auth_tokn": "x"}}, "config: channels.http_api: unknown key 'auth_tokn'"),
     ],

@@ -69,17 +69,22 @@ def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
 
 
 def test_the_repository_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "TEAMS_APP_ID", "TIERZERO_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     settings = load_settings(REPO_ROOT / "config.yaml")
     assert settings.data_dir == REPO_ROOT / "data"
     assert settings.kb.path == REPO_ROOT / "kb"
     # Its token and webhook reference unset variables: absent, so loopback-only and no push.
-    assert settings.channels == {"http_api": {}}
+    assert settings.channels["http_api"] == {}
     app = TierZero(settings, retriever=it_retriever())
     try:
         channels = build_channels(app.channel_context())
     finally:
         app.db.dispose()
-    assert [c.name for c in channels.enabled] == ["http_api"] and channels.disabled == {}
+    # `make run` on a fresh machine: what needs no account runs; Slack and Teams say what they need.
+    assert [c.name for c in channels.enabled] == ["http_api", "web", "email"]
+    assert set(channels.disabled) == {"slack", "teams"}
+    assert "SLACK_BOT_TOKEN" in channels.disabled["slack"] and "TEAMS_APP_ID" in channels.disabled["teams"]
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -277,8 +282,10 @@ def _build(tmp_path: Path, channels: dict[str, object]) -> object:
 
 def test_an_unknown_channel_lists_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
-        _build(tmp_path, {"slack": {"bot_token": "x"}})
-    assert str(caught.value) == "config: channels.slack: unknown channel 'slack'; known channels: http_api, terminal"
+        _build(tmp_path, {"slak": {"bot_token": "x"}})
+    assert str(caught.value) == (
+        "config: channels.slak: unknown channel 'slak'; known channels: email, http_api, slack, teams, terminal, web"
+    )
 
 
 def test_a_channel_turned_off_is_reported_disabled(tmp_path: Path) -> None:

@@ -44,3 +44,10 @@ def test_unknown_or_empty_queries_score_zero() -> None:
     assert index.scores(tokenize("vpn")).tolist() == [0.0]
     assert index.scores([]).tolist() == [0.0]
     assert LexicalIndex([]).scores(tokenize("printer")).tolist() == []
+
+
+def test_identifiers_are_codes_not_words_or_plain_numbers() -> None:
+    from kb_index.fusion import is_identifier
+
+    assert all(is_identifier(t) for t in ("0x80070005", "aadsts50053", "tz-1042", "mk295", "192.168.1.1"))
+    assert not any(is_identifier(t) for t in ("2024", "vpn", "outlook", "a1"))

@@ -183,3 +183,18 @@ def test_a_hit_carries_what_follows_it_in_the_same_article(index: KnowledgeIndex
     assert "password" not in hit.continuation.lower()
     [last] = index.search("disable power saving on the wireless adapter reconnect", k=1, mode="lexical")
     assert last.continuation == ""
+
+
+def test_an_error_code_in_the_question_ranks_the_article_that_contains_it_first(index_dir: Path, embedder) -> None:
+    index = KnowledgeIndex(index_dir=index_dir, embedder=embedder)
+    index.sync_articles(
+        [
+            article("vpn-denied", "VPN error access denied", "VPN error: access denied when the VPN connects."),
+            article("updates", "Windows updates fail", "Updates stop with 0x80070005; run the update troubleshooter."),
+        ]
+    )
+    question = "VPN error access denied 0x80070005"
+    # Most of the words point at the VPN article; the pasted code decides.
+    assert index.search(question, k=2, mode="dense")[0].article_id == "vpn-denied"
+    assert index.search(question, k=2)[0].article_id == "updates"
+    assert index.search("VPN error access denied", k=2)[0].article_id == "vpn-denied"

@@ -18,7 +18,7 @@ def test_first_sync_adds_everything_and_reports_skipped_files(sample_kb: Path, i
     assert (report.added, report.updated, report.removed, report.unchanged) == (3, 0, 0, 0)
     assert report.chunks == len(index) >= 3
     assert [item.path for item in report.skipped] == ["broken.md"]
-    assert len(embedder.encoded) == len(index)
+    assert len(embedder.encoded) == len(index) + index.stats().articles  # every chunk, and every title
     stats = index.stats()
     assert (stats.articles, stats.chunks, stats.model_id, stats.dimension) == (3, len(index), embedder.model_id, 256)
     assert stats.index_dir == str(index_dir)
