@@ -94,7 +94,7 @@ class Database:
         try:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
-                command.upgrade(config, "heads")
+                command.upgrade(config, "head")
         except OperationalError as exc:
             raise DatabaseUnavailableError(
                 f"cannot migrate the database at {redact_url(self.url)}: {_first_line(exc)}"
