@@ -1,6 +1,7 @@
 """Knowledge-base indexing and retrieval for tierzero.
 
-Articles are read from a folder (:mod:`kb_index.documents`), split into
+Articles are read from a folder (:mod:`kb_index.documents`: Markdown, text,
+HTML, PDF and FAQ files of question-answer pairs), split into
 heading-aware chunks (:mod:`kb_index.chunking`), embedded
 (:mod:`kb_index.embedding`) and kept in a FAISS index next to a BM25 keyword
 index (:mod:`kb_index.index`), which answers hybrid searches.

@@ -459,6 +459,11 @@ class KnowledgeIndex:
     def article_ids(self) -> list[str]:
         return list(self._snapshot.articles)
 
+    @property
+    def embedder(self) -> Embedder:
+        """The model this index encodes with (routing reuses it to compare ticket texts)."""
+        return self._embedder
+
     def stats(self) -> IndexStats:
         snapshot = self._snapshot
         return IndexStats(
