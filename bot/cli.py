@@ -432,7 +432,10 @@ def _agent_action(
     def command(ctx: click.Context, number: str, agent: str | None, **extra: Any) -> None:
         app = app_from_context(ctx)
         app.db.migrate()
-        change = action(app.db, number=number, agent=agent or getpass.getuser(), channel="cli", **extra)
+        agent = agent or getpass.getuser()
+        if name == "reply":
+            extra["agent_name"] = agent  # the name the requester sees on the reply
+        change = action(app.db, number=number, agent=agent, channel="cli", **extra)
         assert change is not None  # only a redelivered platform message gives None
         click.echo(
             f"{change.number}: status {change.status}, conversation owner {change.owner}, "

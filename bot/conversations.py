@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -70,6 +71,33 @@ class ConversationReader:
     async def record_deletion(self, *, channel: str, channel_message_id: str) -> bool:
         """The requester deleted a message on the platform: mark it, keep it for the audit trail."""
         return await asyncio.to_thread(self._update, channel, channel_message_id, None, True)
+
+    async def record_attachment_file(
+        self, *, channel: str, channel_message_id: str, index: int, path: Path | None = None, note: str | None = None
+    ) -> bool:
+        """A file listed on a message was fetched after the message was accepted (e.g. a Slack file share).
+
+        ``path``: where it is stored now (its ``url`` becomes the file: URI; the platform's
+        address is kept as ``source_url``); ``note``: why it is not kept. False when the
+        message or the attachment is unknown.
+        """
+        return await asyncio.to_thread(self._record_file, channel, channel_message_id, index, path, note)
+
+    def _record_file(
+        self, channel: str, channel_message_id: str, index: int, path: Path | None, note: str | None
+    ) -> bool:
+        with self._db.transaction() as session:
+            message = find_inbound_message(session, channel=channel, channel_message_id=channel_message_id)
+            if message is None or not 0 <= index < len(message.attachments or []):
+                return False
+            attachments = [dict(a) for a in message.attachments]
+            if path is not None:
+                attachments[index].setdefault("source_url", attachments[index].get("url"))
+                attachments[index]["url"] = path.as_uri()
+            if note is not None:
+                attachments[index]["note"] = note
+            message.attachments = attachments  # a new list: the JSON column sees the change
+            return True
 
     def _update(self, channel: str, channel_message_id: str, text: str | None, deleted: bool) -> bool:
         with self._db.transaction() as session:

@@ -167,6 +167,7 @@ class Desk:
             text=text,
             channel=agent.channel,
             source_id=source_id,
+            agent_name=agent.name,
         )
         if change is not None:
             self.on_change()
@@ -175,6 +176,14 @@ class Desk:
     async def hand_back(self, number: str, agent: AgentRef) -> TicketChange:
         change = await asyncio.to_thread(
             handoff.hand_back, self._db, number=number, agent=agent.key, channel=agent.channel
+        )
+        self.on_change()
+        return change
+
+    async def wait_for_requester(self, number: str, agent: AgentRef) -> TicketChange:
+        """Pending on the requester: the SLA clock stops until they answer."""
+        change = await asyncio.to_thread(
+            handoff.wait_for_requester, self._db, number=number, agent=agent.key, channel=agent.channel
         )
         self.on_change()
         return change
@@ -451,6 +460,9 @@ class DeskSync:
             view = ticket_view(session, ticket, policy=self._sla_policy)
             post = DeskPost(row.thread_key, dict(row.data)) if row.thread_key else None
             stale = ticket.version if row.published_version < ticket.version else None
+            # Read before the entries: an event committed in between (each statement sees new commits
+            # under READ COMMITTED) must not be skipped by the watermark below.
+            last = session.scalar(select(func.max(TicketEvent.id)).where(TicketEvent.ticket_id == ticket.id))
             entries = [
                 e
                 for e in timeline_entries(session, ticket, after_id=row.mirrored_event_id)
@@ -458,7 +470,6 @@ class DeskSync:
             ]
             # Skipped entries still advance the watermark.
             if not entries:
-                last = session.scalar(select(func.max(TicketEvent.id)).where(TicketEvent.ticket_id == ticket.id))
                 row.mirrored_event_id = max(row.mirrored_event_id, last or 0)
             return view, post, row.surface, entries, stale
 

@@ -43,9 +43,16 @@ def take(db: Database, *, number: str, agent: str, channel: str, agent_name: str
 
 
 def reply(
-    db: Database, *, number: str, agent: str, text: str, channel: str, source_id: str | None = None
+    db: Database,
+    *,
+    number: str,
+    agent: str,
+    text: str,
+    channel: str,
+    source_id: str | None = None,
+    agent_name: str = "",
 ) -> TicketChange | None:
-    """Relay an agent's reply to the requester's channel.
+    """Relay an agent's reply to the requester's channel, signed with ``agent_name`` (default: ``agent``).
 
     ``source_id`` is the platform id of the agent's message (a Slack ts, a Teams
     activity id); a redelivery of the same id relays nothing and returns None.
@@ -59,7 +66,11 @@ def reply(
         if source_id is not None and not _first_delivery(session, conversation, channel, source_id, agent, text):
             return None
         reply = OutboundReply(
-            conversation_ref(conversation), text.strip(), ReplyKind.AGENT, ticket_number=ticket.number
+            conversation_ref(conversation),
+            text.strip(),
+            ReplyKind.AGENT,
+            ticket_number=ticket.number,
+            author_name=agent_name or agent,
         )
         item = queue_reply(session, conversation=conversation, reply=reply, author_kind="agent", author_id=agent)
         service.record_agent_reply(session, ticket=ticket, agent=agent, channel=channel, message_id=item.message_id)
@@ -76,6 +87,15 @@ def hand_back(db: Database, *, number: str, agent: str, channel: str) -> TicketC
             conversation=conversation,
             reply=notice(conversation_ref(conversation), text, ticket_number=ticket.number),
         )
+        return _change(ticket, conversation)
+
+
+def wait_for_requester(db: Database, *, number: str, agent: str, channel: str) -> TicketChange:
+    """The agent asked the requester something: the ticket is pending and its SLA clock stops
+    until the requester answers (the pipeline restarts it)."""
+    with db.transaction() as session:
+        ticket, conversation = _load(session, number)
+        service.set_pending(session, ticket=ticket, actor=agent, channel=channel, now=utcnow())
         return _change(ticket, conversation)
 
 

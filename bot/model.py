@@ -105,6 +105,8 @@ class OutboundReply:
     buttons: tuple[Button, ...] = ()
     ticket_number: str | None = None
     author: str = "bot"
+    # The name requesters see on an agent's reply ("Dana Kim"); empty for the bot.
+    author_name: str = ""
     # Stable across delivery attempts, so a receiver can drop a resend.
     idempotency_key: str = ""
     # The conversation's stored channel data (what the channel kept to reply later).
@@ -126,6 +128,7 @@ class OutboundReply:
             buttons=tuple(Button(**b) for b in payload.get("buttons", ())),
             ticket_number=payload.get("ticket_number"),
             author=payload.get("author", "bot"),
+            author_name=payload.get("author_name", ""),
             idempotency_key=payload.get("idempotency_key", ""),
             channel_data=payload.get("channel_data"),
         )

@@ -34,6 +34,8 @@ def queue_reply(
         "buttons": [b.__dict__ for b in reply.buttons],
         "ticket_number": reply.ticket_number,
     }
+    if reply.author_name:
+        parts["author_name"] = reply.author_name  # what every surface shows as the reply's author
     message = record_outbound_message(
         session,
         conversation=conversation,

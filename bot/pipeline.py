@@ -159,6 +159,9 @@ class Pipeline:
                 attachments=[a.__dict__ for a in message.attachments],
                 raw=dict(message.raw) if message.raw is not None else None,
                 received_at=message.received_at,
+                # Silent messages (auto-replies, bounces, "bot added") are kept apart from what
+                # requesters ask: not in the agent's history, not counted as questions in metrics.
+                author_kind="requester" if message.auto_reply else "automatic",
             )
             if row is None:
                 existing = find_inbound_message(

@@ -23,7 +23,7 @@ from bot.outgoing import conversation_ref, queue_reply
 from bot.replies import notice
 from bot.service_desk_config import ServiceDeskSettings
 from kb_index import KnowledgeBaseError, load_articles
-from ticketing import approvals, csat, sla
+from ticketing import approvals, csat, service, sla
 from ticketing.approvals import Decision, Identity
 from ticketing.db import Database
 from ticketing.models import Conversation, Requester, Ticket, TicketEvent, TicketStatus
@@ -208,10 +208,7 @@ class ServiceRules:
 
     def set_pending(self, session: Session, *, ticket: Ticket, actor: str, channel: str, now: datetime) -> None:
         """Waiting on the requester: the SLA clock stops until they answer."""
-        if ticket.status in (TicketStatus.NEW, TicketStatus.OPEN):
-            ticket.status = TicketStatus.PENDING
-            sla.pause(session, ticket=ticket, now=now)
-            add_event(session, ticket=ticket, actor=actor, channel=channel, kind="sla_paused")
+        service.set_pending(session, ticket=ticket, actor=actor, channel=channel, now=now)
 
     def reopens(self, ticket: Ticket | None, *, now: datetime) -> bool:
         return csat.reopens(ticket, now=now, window=timedelta(days=self.settings.csat.reopen_window_days))

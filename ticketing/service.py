@@ -7,6 +7,7 @@ the requester about the change.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -132,6 +133,15 @@ def resolve_ticket(
     ticket.resolved_at = utcnow()
     conversation.owner = Owner.CLOSED
     add_event(session, ticket=ticket, actor=actor, channel=channel, kind="resolved", detail={"resolution": resolution})
+
+
+def set_pending(session: Session, *, ticket: Ticket, actor: str, channel: str, now: datetime) -> None:
+    """Waiting on the requester: the SLA clock stops until they answer (idempotent)."""
+    _require_open(ticket)
+    if ticket.status != TicketStatus.PENDING:
+        ticket.status = TicketStatus.PENDING
+        sla.pause(session, ticket=ticket, now=now)
+        add_event(session, ticket=ticket, actor=actor, channel=channel, kind="sla_paused")
 
 
 def record_rating(

@@ -30,6 +30,7 @@ from aiosmtpd.smtp import Envelope, Session
 from sqlalchemy import func, select
 from starlette.routing import BaseRoute
 
+from bot.attachments import AttachmentStore
 from bot.channel import (
     ChannelContext,
     InvalidMessage,
@@ -37,10 +38,9 @@ from bot.channel import (
     PermanentDeliveryError,
 )
 from bot.config import validate_section
-from bot.model import ConversationRef, InboundMessage, OutboundReply, Participant
+from bot.model import ConversationRef, InboundMessage, OutboundReply, Participant, ReplyKind
 from channels.email import auth, deadletter, loops, outbound
 from channels.email import threading as threads
-from channels.email.attachments import AttachmentStore
 from channels.email.config import EmailSettings
 from channels.email.models import EmailAutoReply, EmailRawMessage
 from channels.email.parse import ParsedMail, UnparseableMail, parse_mail
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 ACCEPTED = "250 2.0.0 OK: queued"
 MAX_REFERENCES_KEPT = 20
+SUPPORT_NAME = "IT Support"  # the From display name of our replies
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ class EmailChannel:
             links=[(c.title, c.link) for c in reply.citations],
             options=[b.label for b in reply.buttons],
             sender=str(data.get("support_address") or settings.support_addresses[0]),
-            sender_name="IT Support",
+            sender_name=_sender_name(reply),
             recipient=recipient,
             subject=outbound.reply_subject(
                 str(data.get("subject") or ""), ticket_number=ticket_number, ticket_prefix=prefix
@@ -413,7 +414,7 @@ class EmailChannel:
             links=[],
             options=[],
             sender=settings.support_addresses[0],
-            sender_name="IT Support desk",
+            sender_name=f"{SUPPORT_NAME} desk",
             recipient=recipient,
             subject=outbound.reply_subject(
                 view.subject, ticket_number=view.number, ticket_prefix=self._context.settings.tickets.number_prefix
@@ -438,3 +439,12 @@ class EmailChannel:
                 recipient=mail.recipient,
                 ticket_number=number,
             )
+
+
+def _sender_name(reply: OutboundReply) -> str:
+    """The From display name: "Dana Kim via IT Support" on an agent's reply (the address stays ours)."""
+    if reply.kind != ReplyKind.AGENT:
+        return SUPPORT_NAME
+    name = reply.author_name or reply.author.rpartition(":")[2]
+    name = " ".join(name.split())  # one line: a header value
+    return f"{name} via {SUPPORT_NAME}" if name else SUPPORT_NAME

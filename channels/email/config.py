@@ -6,12 +6,10 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from bot.attachments import AttachmentSettings
 from bot.config import StrictModel
 
 MIB = 1024 * 1024
-DEFAULT_ALLOWED_EXTENSIONS = (
-    ".pdf .png .jpg .jpeg .gif .webp .txt .log .csv .json .xml .md .docx .xlsx .pptx .odt .ods .eml .zip"
-).split()
 
 
 def _address(value: str) -> str:
@@ -71,14 +69,6 @@ class RelaySettings(StrictModel):
         if self.password is not None and not self.password.get_secret_value():
             raise ValueError("password is empty")
         return self
-
-
-class AttachmentSettings(StrictModel):
-    max_bytes: int = Field(default=10 * MIB, ge=0)
-    # By extension AND sniffed content: a .pdf that is really an executable is refused.
-    allowed_extensions: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_EXTENSIONS))
-    # Empty: <data_dir>/email/attachments.
-    store_dir: Path | None = None
 
 
 class LoopSettings(StrictModel):

@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 from email.utils import getaddresses, parseaddr
-from pathlib import PurePath
 
 import html2text
+
+from bot.attachments import safe_filename
 
 MAX_PARTS = 500  # a "mail bomb" of nested parts stops being walked here
 _MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
@@ -244,13 +245,6 @@ def _attachments(parts: list[Message]) -> list[ParsedAttachment]:
         filename = safe_filename(_safe(lambda p=part: p.get_filename(), None) or f"attachment-{number}")  # type: ignore[misc]
         found.append(ParsedAttachment(filename, part.get_content_type(), data))
     return found
-
-
-def safe_filename(name: str) -> str:
-    """A file name that cannot climb out of a folder or carry control characters."""
-    name = PurePath(name.replace("\\", "/")).name
-    name = re.sub(r"[\x00-\x1f\x7f/]", "_", name).strip(" .")
-    return name[:200] or "attachment"
 
 
 def _safe(call, default):  # type: ignore[no-untyped-def]

@@ -67,7 +67,9 @@ def reply_blocks(reply: OutboundReply) -> list[Block]:
         links.append(link(url, citation.title) if url.startswith(("http://", "https://")) else escape(citation.title))
     blocks = sections(text)
     if reply.kind == ReplyKind.AGENT and reply.author and reply.author != "bot":
-        who = {"type": "mrkdwn", "text": f"{person(reply.author)} (IT support)"}
+        # The name the agent has where they work (a Teams or web agent has no Slack user to mention).
+        name = escape(reply.author_name) if reply.author_name else person(reply.author)
+        who = {"type": "mrkdwn", "text": f"{name} · IT support"}
         blocks.insert(0, {"type": "context", "elements": [who]})
     if links:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "Source: " + " · ".join(links)}]})

@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -34,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.attachments import AttachmentStore
 from bot.channel import (
     Acceptance,
     ChannelContext,
@@ -50,6 +52,7 @@ from bot.model import ConversationRef, InboundMessage, OutboundReply, Participan
 from channels.slack import desk, messages
 from channels.slack.blocks import DESK_ACTION, REPLY_ACTION, escape, fallback_text, reply_blocks
 from channels.slack.config import SlackSettings
+from channels.slack.files import FileFetcher
 from channels.slack.normalise import (
     CHANNEL,
     BotIdentity,
@@ -87,6 +90,14 @@ class SlackChannel:
         self.client = make_client(
             token=settings.bot_token.get_secret_value(),
             base_url=settings.api_url,
+            timeout=settings.api_timeout_seconds,
+        )
+        self.files = FileFetcher(
+            token=settings.bot_token.get_secret_value(),
+            store=AttachmentStore(
+                settings.attachments, default_dir=Path(context.settings.data_dir) / "slack" / "attachments"
+            ),
+            files_url=settings.files_url,
             timeout=settings.api_timeout_seconds,
         )
         self.agents = desk.AgentDirectory(
@@ -299,9 +310,26 @@ class SlackChannel:
             return
         name = await self._display_name(found.user_id)
         message = replace(found.message, sender=replace(found.message.sender, display_name=name))
-        await self._accept(
+        receipt = await self._accept(
             message, channel_id=found.channel_id, user_id=found.user_id, thread_ts=found.thread_ts or found.ts
         )
+        if message.attachments and receipt is not None and receipt.status is Acceptance.ACCEPTED:
+            # After the commit and outside the ack: a redelivery is a duplicate and fetches nothing.
+            self._in_background(self._fetch_files(message))
+
+    async def _fetch_files(self, message: InboundMessage) -> None:
+        """Download a message's shared files; a failure leaves the file's metadata and a note on it."""
+        for index, attachment in enumerate(message.attachments):
+            result = await self.files.fetch(attachment, key=message.channel_message_id)
+            if isinstance(result, str):
+                log.warning("slack: file %r of %s not kept: %s", attachment.name, message.channel_message_id, result)
+            await self._context.conversations.record_attachment_file(
+                channel=CHANNEL,
+                channel_message_id=message.channel_message_id,
+                index=index,
+                path=result if isinstance(result, Path) else None,
+                note=f"not kept: {result}" if isinstance(result, str) else None,
+            )
 
     async def _in_our_thread(self, found: UserMessage) -> bool:
         replies = await self._context.conversations.replies(

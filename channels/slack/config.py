@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from bot.attachments import AttachmentSettings
 from bot.config import StrictModel
 
 SLACK_ID = r"^[A-Z][A-Z0-9]{2,30}$"
@@ -29,6 +30,11 @@ class SlackSettings(StrictModel):
     ack_timeout_seconds: float = Field(default=2.5, gt=0, le=3)
     # Messages from other bots are ignored unless this is on (our own always are).
     allow_bots: bool = False
+    # Shared files are downloaded (bot token, files:read) into the attachment store;
+    # store_dir empty: <data_dir>/slack/attachments.
+    attachments: AttachmentSettings = AttachmentSettings()
+    # Where Slack serves shared files; the bot token is sent to no other address (changed only by tests).
+    files_url: str = "https://files.slack.com/"
     # -- agents ------------------------------------------------------------------
     # Channel id where escalated tickets are posted for agents; empty: no agent desk in Slack.
     triage_channel: str | None = Field(default=None, pattern=SLACK_ID)
@@ -53,7 +59,7 @@ class SlackSettings(StrictModel):
             raise ValueError(f"not Slack ids: {', '.join(bad)}")
         return ids
 
-    @field_validator("api_url")
+    @field_validator("api_url", "files_url")
     @classmethod
     def _trailing_slash(cls, url: str) -> str:
         return url if url.endswith("/") else url + "/"

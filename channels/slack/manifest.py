@@ -35,10 +35,12 @@ EVENT_SCOPES = {
     "message.mpim": "mpim:history",  # group DMs that mention the bot
 }
 COMMAND_SCOPE = "commands"
+# Downloading shared files from url_private_download with the bot token (channels.slack.files).
+FILES_SCOPE = "files:read"
 
 
 def bot_scopes() -> list[str]:
-    scopes = {s for s in METHOD_SCOPES.values() if s} | set(EVENT_SCOPES.values()) | {COMMAND_SCOPE}
+    scopes = {s for s in METHOD_SCOPES.values() if s} | set(EVENT_SCOPES.values()) | {COMMAND_SCOPE, FILES_SCOPE}
     return sorted(scopes)
 
 

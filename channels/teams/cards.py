@@ -31,13 +31,18 @@ def reply_activity(reply: OutboundReply) -> Activity:
     """The message for one reply: a card when it has buttons, sources or a ticket, else plain text."""
     escalation = reply.kind == ReplyKind.ESCALATION and reply.ticket_number is not None
     if not (reply.buttons or reply.citations or escalation):
-        return Activity(type=ActivityTypes.message, text=reply.text, text_format="plain")
+        header = agent_header(reply)
+        text = f"{header}\n\n{reply.text}" if header else reply.text
+        return Activity(type=ActivityTypes.message, text=text, text_format="plain")
     card = reply_card(reply)
     return _card_message(card, summary=_first_line(reply.text))
 
 
 def reply_card(reply: OutboundReply) -> dict[str, Any]:
     body: list[dict[str, Any]] = [_text_block(_without_source_lines(reply))]
+    header = agent_header(reply)
+    if header:
+        body.insert(0, _text_block(header, weight="Bolder"))
     if reply.kind == ReplyKind.ESCALATION and reply.ticket_number:
         body.append({"type": "FactSet", "facts": [{"title": messages.TICKET, "value": reply.ticket_number}]})
     if reply.citations:
@@ -46,6 +51,15 @@ def reply_card(reply: OutboundReply) -> dict[str, Any]:
         body.append(_text_block("\n".join(links)))
     body.extend(_action_sets([_submit(b.label, {ACTION_KEY: b.action, "label": b.label}) for b in reply.buttons]))
     return _card(body, fallback=_fallback_text(reply.text, reply.buttons))
+
+
+def agent_header(reply: OutboundReply) -> str | None:
+    """ "Dana Kim (IT support):" above an agent's reply; None for the bot's own replies."""
+    if reply.kind != ReplyKind.AGENT:
+        return None
+    # Without a name, the last part of the agent key ("slack:T1:U1" -> "U1", "email:a@b" -> "a@b").
+    name = reply.author_name or reply.author.rpartition(":")[2] or reply.author
+    return messages.AGENT_HEADER.format(name=name)
 
 
 def ticket_card(view: TicketView) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -64,7 +63,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
 MAX_ACTION_CHARS = 300
-WELCOMED_MEMORY = 10_000  # conversations remembered as welcomed (Teams sends "bot added" once per install)
 BACKGROUND_ATTEMPTS = 3
 INVOKE_MESSAGE = "application/vnd.microsoft.activity.message"
 
@@ -76,7 +74,6 @@ class TeamsChannel:
         self._settings = settings
         self._context = context
         self._on_message: MessageHandler | None = None
-        self._welcomed: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         # Built here, not in start(): the desk sync may publish ticket cards before channels start.
         timeout = settings.connector_timeout_seconds
@@ -230,8 +227,7 @@ class TeamsChannel:
                 await conversations.record_deletion(channel=CHANNEL, channel_message_id=event.message_key)
                 return JSONResponse({"status": "deletion recorded"})
             case BotAdded():
-                self._welcome(event)
-                return JSONResponse({"status": "welcomed"})
+                return await self._welcome(event)
             case TeamsMessage():
                 if self._agent_desk is not None and self._agent_desk.is_agent_channel(event):
                     feedback = await self._agent_desk.handle(event)
@@ -265,14 +261,14 @@ class TeamsChannel:
 
     # -- background sends (welcome, feedback to agents) ------------------------
 
-    def _welcome(self, event: BotAdded) -> None:
-        key = event.conversation_id
-        if key in self._welcomed:
-            return
-        self._welcomed[key] = None
-        while len(self._welcomed) > WELCOMED_MEMORY:
-            self._welcomed.popitem(last=False)
+    async def _welcome(self, event: BotAdded) -> Response:
+        """Say hello the first time the bot is added to a conversation (remembered in the database)."""
+        assert self._on_message is not None
+        receipt = await self._on_message(event.to_inbound())  # a failure answers 500: Teams retries
+        if receipt.status is not Acceptance.ACCEPTED:
+            return JSONResponse({"status": "already welcomed"})
         self._notify(event.reference, messages.WELCOME)
+        return JSONResponse({"status": "welcomed"})
 
     def _notify(self, reference: Mapping[str, Any], text: str) -> None:
         """Send a short text outside the outbox: nothing depends on it, so a failure is only logged."""

@@ -4,6 +4,9 @@ from bot import messages as core
 
 WELCOME = core.GREETING
 
+# Above an agent's reply to a requester.
+AGENT_HEADER = "{name} (IT support):"
+
 # Card wording.
 SOURCES = "Sources"
 OPTIONS = "Options: {options}"

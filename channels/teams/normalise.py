@@ -29,6 +29,9 @@ MAX_ID_CHARS = 255  # the database's limit for conversation and message ids
 ACTION_KEY = "tierzero_action"
 DESK_KEY = "tierzero_desk"
 ADAPTIVE_CARD_INVOKE = "adaptiveCard/action"
+# The stored record of the bot joining a conversation (a Teams activity id never contains "|").
+BOT_ADDED_KEY = "tierzero-added"
+BOT_ADDED_TEXT = "(added tierzero to the conversation)"
 FILE_DOWNLOAD_INFO = "application/vnd.microsoft.teams.file.download.info"
 
 _ADDRESSING = ("type", "id", "channelId", "serviceUrl", "locale", "from", "recipient", "conversation")
@@ -96,6 +99,24 @@ class BotAdded:
     tenant_id: str | None
     reference: Mapping[str, Any]
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_inbound(self) -> InboundMessage:
+        """The install as a silent message (never answered): committing it is what remembers the welcome.
+
+        Its key is the conversation alone, so the welcome goes out once per conversation,
+        whatever Teams redelivers or resends, across restarts and replicas.
+        """
+        sender = _mapping(self.raw.get("from"))
+        platform_id = _text(sender.get("aadObjectId")) or _text(sender.get("id")) or "unknown"
+        return InboundMessage(
+            channel_message_id=storable_id(f"{self.conversation_id}|{BOT_ADDED_KEY}"),
+            conversation=ConversationRef(CHANNEL, storable_id(self.conversation_id)),
+            sender=Participant(CHANNEL, platform_id, _text(sender.get("name"))),
+            text=BOT_ADDED_TEXT,
+            raw=dict(self.raw),
+            channel_data={"reference": dict(self.reference), "tenant_id": self.tenant_id},
+            auto_reply=False,
+        )
 
 
 @dataclass(frozen=True)

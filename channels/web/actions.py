@@ -121,6 +121,10 @@ class WebActions:
         await asyncio.to_thread(self._check, number, require_work, principal)
         await self._desk.hand_back(number, agent_ref(principal))
 
+    async def wait_for_requester(self, principal: Principal, number: str) -> None:
+        await asyncio.to_thread(self._check, number, require_work, principal)
+        await self._desk.wait_for_requester(number, agent_ref(principal))
+
     async def resolve(self, principal: Principal, number: str, resolution: str = "") -> None:
         await asyncio.to_thread(self._check, number, require_work, principal)
         await self._desk.resolve(number, agent_ref(principal), resolution)

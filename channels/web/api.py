@@ -147,6 +147,7 @@ def routes(front: WebFront) -> Sequence[BaseRoute]:
         Route("/api/v1/tickets/{number}/notes", guard(api.note), methods=["POST"]),
         Route("/api/v1/tickets/{number}/take", guard(api.take), methods=["POST"]),
         Route("/api/v1/tickets/{number}/hand-back", guard(api.hand_back), methods=["POST"]),
+        Route("/api/v1/tickets/{number}/pending", guard(api.wait_for_requester), methods=["POST"]),
         Route("/api/v1/tickets/{number}/resolve", guard(api.resolve), methods=["POST"]),
         Route("/api/v1/conversations", guard(api.list_conversations), methods=["GET"]),
         Route("/api/v1/conversations/{conversation_id:int}", guard(api.get_conversation), methods=["GET"]),
@@ -296,6 +297,12 @@ class RestApi:
         require_agent(principal)
         number = request.path_params["number"]
         await self.front.actions.hand_back(principal, number)
+        return await self._ticket_response(number)
+
+    async def wait_for_requester(self, request: Request, principal: Principal) -> Response:
+        require_agent(principal)
+        number = request.path_params["number"]
+        await self.front.actions.wait_for_requester(principal, number)
         return await self._ticket_response(number)
 
     async def resolve(self, request: Request, principal: Principal) -> Response:
@@ -583,6 +590,13 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/tickets/{number}/hand-back": {
                 "post": {
                     "summary": "Hand the conversation back to the bot (the ticket stays open)",
+                    "parameters": [number],
+                    "responses": _responses(401, 403, 404, 409, ok=ticket_ref),
+                }
+            },
+            "/api/v1/tickets/{number}/pending": {
+                "post": {
+                    "summary": "Waiting on the requester: pending, the SLA clock stopped until they answer",
                     "parameters": [number],
                     "responses": _responses(401, 403, 404, 409, ok=ticket_ref),
                 }

@@ -210,6 +210,9 @@ class Console:
             elif action == "handback":
                 await actions.hand_back(principal, number)
                 notice = texts.HANDED_BACK.format(number=number)
+            elif action == "pending":
+                await actions.wait_for_requester(principal, number)
+                notice = texts.PENDING.format(number=number)
             elif action == "resolve":
                 await actions.resolve(principal, number, form.get("resolution", "")[:2000])
                 notice = texts.RESOLVED.format(number=number)

@@ -129,7 +129,8 @@ def _chat_message(message: Message, agent_names: Mapping[str, str]) -> ChatMessa
     if inbound:
         author = "You" if message.author_kind == "requester" else message.author_id
     else:
-        author = "tierzero" if message.author_kind == "bot" else agent_names.get(message.author_id, "IT team")
+        named = agent_names.get(message.author_id) or str(parts.get("author_name") or "")
+        author = "tierzero" if message.author_kind == "bot" else (named or "IT team")
     return ChatMessage(
         id=message.id,
         mine=inbound and message.author_kind == "requester",
@@ -257,12 +258,17 @@ def timeline(session: Session, ticket: Ticket, *, include_internal: bool) -> lis
             select(Message)
             .where(
                 Message.conversation_id == conversation.id,
-                or_(Message.direction == Direction.OUTBOUND, Message.author_kind == "requester"),
+                # Automatic mail (out-of-office, bounces) is shown too: agents should know of it.
+                or_(Message.direction == Direction.OUTBOUND, Message.author_kind.in_(("requester", "automatic"))),
             )
             .order_by(Message.id)
         ):
-            kind = "requester" if message.author_kind == "requester" else message.author_kind
-            author = requester_name if kind == "requester" else ("tierzero" if kind == "bot" else message.author_id)
+            kind = message.author_kind
+            agent_name = str((message.parts or {}).get("author_name") or message.author_id)
+            if kind in ("requester", "automatic"):
+                author = requester_name if kind == "requester" else f"{requester_name} (automatic)"
+            else:
+                author = "tierzero" if kind == "bot" else agent_name
             channel = reply_channels.get(message.id, message.channel)
             items.append(TimelineItem(f"m{message.id}", message.received_at, kind, author, message.text, channel))
     if include_internal:

@@ -14,7 +14,7 @@ from bot.config import Settings
 from bot.desk import AgentRef, DeskPost, TicketView, TimelineEntry, surfaces_of
 from bot.model import Action, ConversationRef, InboundMessage, Participant, ReplyKind
 from tests.fixtures.fakes import RecordingChannel, it_retriever
-from ticketing.models import Conversation, Message, Ticket
+from ticketing.models import Conversation, Message, Ticket, TicketEvent
 from ticketing.service import TicketError
 
 AGENT = AgentRef("desk", "A1", "Dana")
@@ -181,6 +181,8 @@ async def test_messages_that_must_not_be_answered_are_stored_silently(desk: Desk
     with desk.app.db.transaction() as session:
         message = session.scalars(select(Message)).one()
         assert message.processed_at is not None and message.text == "Out of office until Monday"
+        # Kept apart from what requesters ask (history, metrics), but kept.
+        assert message.author_kind == "automatic"
     assert desk.requester.sent == []
 
 
@@ -203,3 +205,19 @@ async def test_edits_and_deletions_are_recorded_on_the_stored_message(desk: Desk
         assert message.text == "my vpn drops at home"
         assert message.parts["original_text"] == "my vpn drops"
         assert "deleted_at" in message.parts
+
+
+async def test_waiting_on_the_requester_pauses_the_sla_until_they_answer(desk: Desk) -> None:
+    number = await desk.escalate()
+    await desk.app.desk.take(number, AGENT)
+    change = await desk.app.desk.wait_for_requester(number, AGENT)
+    assert change.status == "pending"
+    view = await desk.app.desk.view(number)
+    assert view is not None and view.sla_state == "paused"
+
+    await desk.say("here is the screenshot you asked for", 2)
+    view = await desk.app.desk.view(number)
+    assert view is not None and (view.status, view.sla_state) == ("open", "ok")
+    with desk.app.db.transaction() as session:
+        kinds = [e.kind for e in session.scalars(select(TicketEvent).order_by(TicketEvent.id))]
+    assert kinds.index("sla_paused") < kinds.index("sla_resumed")

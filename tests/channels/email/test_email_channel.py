@@ -85,10 +85,17 @@ class Mailroom:
 
 
 def mail(
-    subject: str, body: str, *, sender: str = USER, to: str = SUPPORT, message_id: str | None = None, **headers: str
+    subject: str,
+    body: str,
+    *,
+    sender: str = USER,
+    sender_name: str = "Alice",
+    to: str = SUPPORT,
+    message_id: str | None = None,
+    **headers: str,
 ) -> EmailMessage:
     message = EmailMessage()
-    message["From"] = f"Alice <{sender}>"
+    message["From"] = f"{sender_name} <{sender}>"
     message["To"] = to
     message["Subject"] = subject
     message["Message-ID"] = f"<{message_id or f'{time.monotonic_ns()}@example.org'}>"
@@ -367,6 +374,7 @@ async def test_a_verified_agent_answers_the_requester_by_replying_to_the_notific
             "Re: Lunch [TZ-1001]",
             "Order from the canteen portal.\n\nOn Fri, Dec 4, 2026, IT Support <help@company.example> wrote:\n> old",
             sender=AGENT,
+            sender_name="Bob Builder",
             message_id="agent1@company.example",
             In_Reply_To=notification["Message-ID"],
             Authentication_Results="mx.company.example; dmarc=pass header.from=company.example",
@@ -379,6 +387,9 @@ async def test_a_verified_agent_answers_the_requester_by_replying_to_the_notific
         relayed = [m for m in room.sink.to(USER) if "canteen portal" in str(m.get_body(("plain",)))]
         assert "> old" not in str(relayed[0].get_body(("plain",)))
         assert "[TZ-1001]" in str(relayed[0]["Subject"])
+        # Signed with the agent's name; replies still come to the support address.
+        assert relayed[0]["From"].addresses[0].display_name == "Bob Builder via IT Support"
+        assert relayed[0]["From"].addresses[0].addr_spec == SUPPORT
     finally:
         await close_mailroom(room)
 

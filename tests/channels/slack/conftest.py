@@ -43,6 +43,7 @@ def slack_config(api_url: str, **overrides: Any) -> dict[str, Any]:
         "signing_secret": SIGNING_SECRET,
         "team_ids": [TEAM],
         "api_url": api_url,
+        "files_url": api_url.removesuffix("api/") + "files/",  # the fake's file host
         "triage_channel": TRIAGE,
         "agents": [AGENT],
         **overrides,

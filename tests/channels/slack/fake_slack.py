@@ -12,13 +12,14 @@ import itertools
 import json
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TEAM = "T0TEAM001"
@@ -48,6 +49,11 @@ class FakeSlack:
     # Seconds to wait before answering, per method (to provoke client timeouts).
     delays: dict[str, float] = field(default_factory=dict)
     socket_mode_url: str = ""  # what apps.connections.open hands out
+    # Shared files served at /files/<name> (url_private_download), to the bot token only.
+    files: dict[str, bytes] = field(default_factory=dict)
+    # Serve files chunked, without Content-Length (as a misbehaving proxy might).
+    hide_file_length: bool = False
+    downloads: list[Call] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -92,7 +98,31 @@ class FakeSlack:
     # -- the API ---------------------------------------------------------------------------
 
     def asgi(self) -> Starlette:
-        return Starlette(routes=[Route("/api/{method}", self._api, methods=["POST", "GET"])])
+        return Starlette(
+            routes=[
+                Route("/api/{method}", self._api, methods=["POST", "GET"]),
+                Route("/files/{name:path}", self._file, methods=["GET"]),
+            ]
+        )
+
+    async def _file(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        authorization = request.headers.get("authorization", "")
+        self.downloads.append(Call(name, {}, authorization, time.monotonic()))
+        if authorization != f"Bearer {BOT_TOKEN}":
+            # Slack answers a request without a valid token with its sign-in page, not an error status.
+            return Response("<html>Sign in to Slack</html>", media_type="text/html")
+        if name not in self.files:
+            return Response("not found", status_code=404, media_type="text/plain")
+        data = self.files[name]
+        if self.hide_file_length:
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for start in range(0, len(data), 1024):
+                    yield data[start : start + 1024]
+
+            return StreamingResponse(chunks(), media_type="application/octet-stream")
+        return Response(data, media_type="application/octet-stream")
 
     async def _api(self, request: Request) -> Response:
         method = request.path_params["method"]

@@ -117,3 +117,18 @@ async def test_a_reply_that_cannot_be_delivered_is_shown_to_the_agents(slack: Sl
         "chat.postMessage", channel=TRIAGE, thread_ts=card_ts, text=f"{number}: chat.postMessage: channel_not_found"
     )
     assert messages.ENTRY_PREFIX["delivery_failed"] in str(failed.args["blocks"])
+
+
+async def test_the_requester_sees_the_agents_slack_name_on_a_reply(slack: Slack) -> None:
+    number, thread, card_ts = await escalate(slack)
+    await press(slack, "take", number, card_ts, user="U0AGENT01")
+    await slack.api.wait_for("chat.postMessage", 2, channel=ALICE_DM, thread_ts=thread)  # "... has joined"
+    reply = channel_message("Please restart the router.", channel=TRIAGE, user="U0AGENT01", thread_ts=card_ts)
+    await slack.post(event_body(reply))
+    [relayed] = await slack.api.wait_for(
+        "chat.postMessage", channel=ALICE_DM, thread_ts=thread, text="Please restart the router."
+    )
+    who = relayed.args["blocks"][0]
+    assert who["type"] == "context" and who["elements"][0]["text"] == "Ada Agent · IT support"
+    # The name was looked up once (users.info is cached).
+    assert len(slack.api.calls_to("users.info", user="U0AGENT01")) == 1

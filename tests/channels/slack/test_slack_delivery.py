@@ -118,9 +118,23 @@ def test_agent_replies_say_who_wrote_them() -> None:
         ConversationRef("slack", "D1", "1.2"), "Restart it.", ReplyKind.AGENT, author="slack:T1:U0ADA"
     )
     who, text = reply_blocks(reply)
-    assert who["elements"][0]["text"] == "<@U0ADA> (IT support)"
+    assert who["elements"][0]["text"] == "<@U0ADA> · IT support"
     assert text["text"]["text"] == "Restart it."
     by_email = OutboundReply(
         ConversationRef("slack", "D1", "1.2"), "Hi", ReplyKind.AGENT, author="email:ada@example.com"
     )
-    assert reply_blocks(by_email)[0]["elements"][0]["text"] == "ada@example.com (IT support)"
+    assert reply_blocks(by_email)[0]["elements"][0]["text"] == "ada@example.com · IT support"
+    named = OutboundReply(
+        ConversationRef("slack", "D1", "1.2"), "Hi", ReplyKind.AGENT, author="teams:aad-1", author_name="Ada <Lovelace>"
+    )
+    assert reply_blocks(named)[0]["elements"][0]["text"] == "Ada &lt;Lovelace&gt; · IT support"
+
+
+def test_the_agents_name_survives_the_outbox_payload() -> None:
+    reply = OutboundReply(
+        ConversationRef("slack", "D1", "1.2"), "Hi", ReplyKind.AGENT, author="teams:aad-1", author_name="Dana Kim"
+    )
+    assert OutboundReply.from_payload(reply.to_payload()) == reply
+    older = reply.to_payload()
+    del older["author_name"]  # queued by a version without names
+    assert OutboundReply.from_payload(older).author_name == ""

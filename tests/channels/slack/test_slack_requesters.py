@@ -99,30 +99,83 @@ async def test_edits_and_deletions_update_the_stored_message(slack: Slack) -> No
     assert len(slack.api.calls_to("chat.postMessage", channel=ALICE_DM)) == 1
 
 
-async def test_file_shares_are_recorded_as_attachments(slack: Slack) -> None:
-    files = [
-        {
-            "id": "F0SHOT001",
-            "name": "error.png",
-            "mimetype": "image/png",
-            "size": 48213,
-            "url_private": "https://files.slack.com/files-pri/T0TEAM001-F0SHOT001/error.png",
-        },
-        {"id": "F0GONE001", "mode": "tombstone"},
-    ]
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8  # 2 KiB and a bit
+
+
+def shared_file(slack: Slack, name: str, *, size: int | None = None, file_id: str = "F0SHOT001") -> dict[str, Any]:
+    files_url = slack.runtime.channels[0].files.files_url  # type: ignore[attr-defined]
+    return {
+        "id": file_id,
+        "name": name,
+        "mimetype": "image/png",
+        "size": size if size is not None else len(PNG),
+        "url_private": f"{files_url}{file_id}/{name}?private",
+        "url_private_download": f"{files_url}{file_id}/{name}",
+    }
+
+
+async def fetched(slack: Slack, count: int = 1) -> list[dict[str, Any]]:
+    """The first inbound message's attachments once ``count`` of them have a download outcome recorded."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        messages_in = inbound(slack)
+        attachments = list(messages_in[0].attachments) if messages_in else []
+        done = [a for a in attachments if "note" in a or str(a.get("url", "")).startswith("file:")]
+        if len(done) >= count:
+            return attachments
+        assert asyncio.get_running_loop().time() < deadline, f"no download outcome recorded: {attachments}"
+        await asyncio.sleep(0.02)
+
+
+async def test_file_shares_are_downloaded_with_the_bot_token_and_stored(slack: Slack) -> None:
+    slack.api.files["F0SHOT001/error.png"] = PNG
+    files = [shared_file(slack, "error.png"), {"id": "F0GONE001", "mode": "tombstone"}]
     await slack.post(event_body(dm("vpn error, screenshot attached", subtype="file_share", files=files)))
     await slack.api.wait_for("chat.postMessage", channel=ALICE_DM)
+    [attachment] = await fetched(slack)
+    assert attachment["name"] == "error.png" and attachment["size"] == len(PNG)
+    assert attachment["source_url"] == files[0]["url_private_download"]
+    stored = Path(attachment["url"].removeprefix("file://"))
+    assert stored.read_bytes() == PNG
+    assert [d.authorization for d in slack.api.downloads] == ["Bearer xoxb-test-token-1234"]
     [message] = inbound(slack)
-    assert message.attachments == [
-        {
-            "name": "error.png",
-            "content_type": "image/png",
-            "size": 48213,
-            "url": "https://files.slack.com/files-pri/T0TEAM001-F0SHOT001/error.png",
-        }
-    ]
     assert message.author_id == f"{TEAM}:{ALICE}"
     assert "token" not in (message.raw or {})
+
+
+async def test_files_over_the_size_limit_are_refused_but_listed(tmp_path: Path, database_url: str) -> None:
+    fake = FakeSlack(files={"F0BIG0001/big.png": PNG, "F0BIG0002/big.png": PNG})
+    async with running_slack(tmp_path, database_url, fake, attachments={"max_bytes": 1024}) as slack:
+        # Slack's metadata says small; the server's Content-Length tells the truth.
+        first = shared_file(slack, "big.png", size=100, file_id="F0BIG0001")
+        await slack.post(event_body(dm("logs", subtype="file_share", files=[first])))
+        [attachment] = await fetched(slack)
+        assert attachment["note"] == "not kept: larger than 1 KiB"
+        assert attachment["url"] == first["url_private_download"]  # the metadata is kept
+        # No Content-Length at all: the bytes are counted while they arrive.
+        fake.hide_file_length = True
+        second = shared_file(slack, "big.png", size=100, file_id="F0BIG0002")
+        thread = next_ts()
+        await slack.post(event_body(dm("more logs", ts=thread, subtype="file_share", files=[second])))
+        deadline = asyncio.get_running_loop().time() + 10
+        while "note" not in (inbound(slack)[-1].attachments or [{}])[0]:
+            assert asyncio.get_running_loop().time() < deadline, "no outcome for the chunked download"
+            await asyncio.sleep(0.02)
+        assert inbound(slack)[-1].attachments[0]["note"] == "not kept: larger than 1 KiB"
+        assert len(fake.downloads) == 2
+        assert not list(tmp_path.rglob("*big.png"))
+
+
+async def test_a_failed_download_keeps_the_message_and_the_files_metadata(slack: Slack) -> None:
+    missing = shared_file(slack, "gone.png", file_id="F0MISSING")
+    elsewhere = shared_file(slack, "x.png") | {"url_private_download": "https://attacker.example/x.png"}
+    await slack.post(event_body(dm("see attached", subtype="file_share", files=[missing, elsewhere])))
+    await slack.api.wait_for("chat.postMessage", channel=ALICE_DM)  # answered as usual
+    first, second = await fetched(slack, 2)
+    assert first["note"] == "not kept: download failed (HTTP 404)" and first["name"] == "gone.png"
+    # The bot token is sent to Slack's file host only.
+    assert second["note"] == "not kept: no Slack download address"
+    assert [d.method for d in slack.api.downloads] == ["F0MISSING/gone.png"]
 
 
 async def test_an_empty_mention_gets_a_private_explanation_not_an_error(slack: Slack) -> None:

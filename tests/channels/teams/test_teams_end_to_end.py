@@ -194,6 +194,30 @@ async def test_the_bot_says_hello_once_per_conversation(teams: TeamsBot) -> None
     assert replies[0].text == messages.WELCOME and replies[1].card is not None
 
 
+async def test_the_hello_is_not_repeated_after_a_restart(
+    settings: Settings, bot_framework: FakeBotFramework, signing_key: SigningKey
+) -> None:
+    added = activity(
+        bot_framework,
+        kind="conversationUpdate",
+        membersAdded=[{"id": BOT_ID}, {"id": "29:alice", "aadObjectId": AGENT_AAD}],
+        activity_id="f:bot-added",
+    )
+    async with running_teams(settings, bot_framework, signing_key) as first:
+        assert (await first.post(added)).json() == {"status": "welcomed"}
+        [welcome] = await bot_framework.wait_for(1, conversation_id=PERSONAL)
+        assert welcome.text == messages.WELCOME
+    # A new process with the same database: Teams redelivers the activity, or sends it again.
+    async with running_teams(settings, bot_framework, signing_key) as second:
+        for body in (added, {**added, "id": "f:added-again"}):
+            assert (await second.post(body)).json() == {"status": "already welcomed"}
+        await second.post(activity(bot_framework, text="my vpn drops"))
+        replies = await bot_framework.wait_for(2, conversation_id=PERSONAL)
+        assert replies[0].text == messages.WELCOME and replies[1].card is not None  # answered, not welcomed
+        await second.outbox_settled(1)
+        assert [r.text for r in bot_framework.sent(PERSONAL)].count(messages.WELCOME) == 1
+
+
 async def test_edits_and_deletions_are_recorded(teams: TeamsBot) -> None:
     question = activity(teams.fake, text="my vpn drops")
     await teams.post(question)
@@ -314,12 +338,13 @@ async def test_escalation_posts_a_ticket_card_that_an_agent_takes_and_answers_fr
         channel=AGENT_CHANNEL,
         sender="29:agent",
         aad=AGENT_AAD,
+        sender_name="Ada Agent",
         text="Please restart the VPN",
     )
     assert (await teams.post(reply)).status_code == 200
     assert (await teams.post(reply)).status_code == 200  # redelivered: relayed once
     delivered = await teams.fake.wait_for(3, conversation_id=PERSONAL)
-    assert delivered[2].text is not None and "Please restart the VPN" in delivered[2].text
+    assert delivered[2].text == messages.AGENT_HEADER.format(name="Ada Agent") + "\n\nPlease restart the VPN"
 
     # The requester's answer is mirrored into the ticket's thread for the agent.
     await teams.post(activity(teams.fake, text="done, it works now"))

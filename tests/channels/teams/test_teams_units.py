@@ -208,6 +208,21 @@ def test_a_plain_notice_is_plain_text() -> None:
     assert (activity.text, activity.text_format, activity.attachments) == ("Glad that helped!", "plain", None)
 
 
+def test_an_agents_reply_says_who_wrote_it() -> None:
+    ref = ConversationRef("teams", "a:chat")
+    plain = cards.reply_activity(
+        OutboundReply(ref, "Restart it.", ReplyKind.AGENT, author="slack:T1:U1", author_name="Dana Kim")
+    )
+    assert plain.text == "Dana Kim (IT support):\n\nRestart it."
+    unnamed = cards.reply_activity(OutboundReply(ref, "Hi", ReplyKind.AGENT, author="email:ada@example.com"))
+    assert unnamed.text == "ada@example.com (IT support):\n\nHi"
+    card = cards.reply_card(
+        OutboundReply(ref, "Which?", ReplyKind.AGENT, buttons=(Button("A", "choose:a"),), author_name="Dana Kim")
+    )
+    assert card["body"][0] == {"type": "TextBlock", "text": "Dana Kim (IT support):", "wrap": True, "weight": "Bolder"}
+    assert cards.agent_header(OutboundReply(ref, "Glad that helped!")) is None
+
+
 def test_many_buttons_are_split_into_rows() -> None:
     buttons = tuple(Button(str(n), f"choose:{n}") for n in range(8))
     card = cards.reply_card(

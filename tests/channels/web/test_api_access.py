@@ -19,6 +19,7 @@ ENDPOINTS = [
     ("POST", f"/api/v1/tickets/{NUMBER}/notes", {"text": "internal"}),
     ("POST", f"/api/v1/tickets/{NUMBER}/take", None),
     ("POST", f"/api/v1/tickets/{NUMBER}/hand-back", None),
+    ("POST", f"/api/v1/tickets/{NUMBER}/pending", None),
     ("POST", f"/api/v1/tickets/{NUMBER}/resolve", {}),
     ("GET", "/api/v1/conversations", None),
     ("GET", "/api/v1/conversations/1", None),
@@ -116,6 +117,11 @@ async def test_agents_work_only_their_groups_and_take_over_is_a_separate_right(w
         f"/api/v1/tickets/{network}/reply", json={"text": "On it", "source_id": "r1"}, headers=dana
     )
     assert replied.status_code == 202
+    # Waiting on the requester pauses the SLA clock; only those who work the ticket may say so.
+    assert (await client.post(f"/api/v1/tickets/{hardware}/pending", headers=alice)).status_code == 403
+    pending = await client.post(f"/api/v1/tickets/{network}/pending", headers=dana)
+    assert pending.status_code == 200 and pending.json()["status"] == "pending"
+    assert (await client.get(f"/api/v1/tickets/{network}", headers=dana)).json()["sla_state"] == "paused"
     again = await client.post(
         f"/api/v1/tickets/{network}/reply", json={"text": "On it", "source_id": "r1"}, headers=dana
     )
@@ -129,6 +135,7 @@ async def test_agents_work_only_their_groups_and_take_over_is_a_separate_right(w
     assert ("taken_over", "web:dana@example.com", "web") in events
     assert ("agent_reply", "web:dana@example.com", "web") in events
     assert ("resolved", "web:dana@example.com", "web") in events
+    assert ("sla_paused", "web:dana@example.com", "web") in events
     assert sum(kind == "agent_reply" for kind, _, _ in events) == 1
 
 

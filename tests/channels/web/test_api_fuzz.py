@@ -51,7 +51,7 @@ def test_no_server_error_on_generated_requests(live_api: tuple[str, str]) -> Non
     base_url, token = live_api
     schema = schemathesis.openapi.from_url(f"{base_url}/api/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 12
+    assert len(operations) == 13
     failures: list[str] = []
     calls: list[int] = []
 

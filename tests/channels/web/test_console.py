@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from bot import handoff
 from bot.cli import main
 from tests.channels.web.conftest import Web
 from ticketing.access import ApiToken, token_digest
@@ -74,6 +75,20 @@ async def test_notes_stay_internal_and_replies_reach_the_requester(web: Web) -> 
     with web.db.transaction() as session:
         ticket = session.scalar(select(Ticket).where(Ticket.number == number))
         assert ticket is not None and ticket.assignee is None and (ticket.priority, ticket.tier) == ("high", 2)
+
+
+async def test_replies_from_agents_on_other_channels_show_their_names(web: Web) -> None:
+    number = web.ticket()
+    handoff.take(web.db, number=number, agent="slack:T1:U9", channel="slack")
+    handoff.reply(
+        web.db, number=number, agent="slack:T1:U9", text="Try again now.", channel="slack", agent_name="Sam Slack"
+    )
+    erin = await web.person(name="Erin")
+    chat = (await erin.client.get("/portal/messages")).json()["messages"]
+    assert [(m["author"], m["text"]) for m in chat if m["kind"] == "agent"] == [("Sam Slack", "Try again now.")]
+    dana = await web.person(agent="dana@example.com")
+    page = await dana.client.get(f"/console/tickets/{number}")
+    assert page.status_code == 200 and "Sam Slack" in page.text
 
 
 async def test_ticket_page_updates_live_when_the_requester_writes(web: Web) -> None:
