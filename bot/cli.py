@@ -22,7 +22,7 @@ from bot.config import CONFIG_PATH_ENV, SECRET_KEY, ConfigError, Settings, load_
 from bot.logs import configure_logging
 from kb_index import CorruptIndexError, IndexNotFoundError, KnowledgeBaseError, ModelLoadError, load_embedder
 from ticketing import outbox
-from ticketing.db import DatabaseUnavailableError, redact_url
+from ticketing.db import Database, DatabaseUnavailableError, redact_url
 from ticketing.service import TicketError, get_ticket, list_tickets
 
 # Never fetch anything from a model hub at run time.
@@ -64,6 +64,16 @@ def app_from_context(ctx: click.Context, *, server: bool = False) -> TierZero:
     # Close pooled connections when the command ends (PostgreSQL otherwise logs an unexpected EOF).
     ctx.call_on_close(app.db.dispose)
     return app
+
+
+def migrated_database(ctx: click.Context) -> Database:
+    """The configured database, migrated: for commands (plugin ones too) that work on records."""
+    app = app_from_context(ctx)
+    try:
+        app.db.migrate()
+    except DatabaseUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    return app.db
 
 
 COMMANDS_ENTRY_POINT_GROUP = "tierzero.commands"

@@ -28,6 +28,7 @@ from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot import handoff
+from bot.background import PollingLoop
 from bot.channel import DeliveryOutcomeUnknown, PermanentDeliveryError, TemporaryDeliveryError
 from bot.config import OutboxSettings
 from bot.handoff import TicketChange
@@ -339,44 +340,17 @@ class DeskSync:
         self._surfaces = {s.name: s for s in surfaces}
         self._settings = settings
         self._jitter = jitter
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = PollingLoop(self.sync_once, interval=settings.poll_interval_seconds, name="desk-sync")
 
     def notify(self) -> None:
-        self._wake.set()
+        self._loop.notify()
 
     def start(self) -> None:
         if self._surfaces:
-            self._task = asyncio.create_task(self._run(), name="desk-sync")
+            self._loop.start()
 
     async def stop(self, *, timeout: float = 10.0) -> None:
-        """Finish the current round (its database work runs in threads that cannot be cancelled)."""
-        self._stopping = True
-        if self._task is None:
-            return
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                busy = await self.sync_once()
-            except Exception:
-                log.exception("desk sync round failed")
-                busy = 0
-            if busy:
-                continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
-            except TimeoutError:
-                pass
+        await self._loop.stop(timeout=timeout)
 
     async def sync_once(self) -> int:
         """One round over stale cards; returns how many were worked on."""

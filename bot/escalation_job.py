@@ -18,7 +18,6 @@ same state can never commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from bot.background import PollingLoop
 from bot.outgoing import conversation_ref, queue_reply
 from bot.replies import notice
 from bot.service_desk_config import EscalationRule, ServiceDeskSettings
@@ -74,37 +74,20 @@ class EscalationJob:
         self._policy = settings.sla_policy
         self._clock = clock
         self._on_change = on_change
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._loop = PollingLoop(self._round, interval=settings.escalation.interval_seconds, name="sla-escalation")
 
     def start(self) -> None:
-        if self._settings.escalation.enabled and self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="sla-escalation")
+        if self._settings.escalation.enabled:
+            self._loop.start()
 
     async def stop(self, *, timeout: float = 10.0) -> None:
         """Let a round in progress finish (its transactions are short), then stop."""
-        if self._task is None:
-            return
-        self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
+        await self._loop.stop(timeout=timeout)
 
-    async def _run(self) -> None:
-        interval = self._settings.escalation.interval_seconds
-        while not self._stopping.is_set():
-            try:
-                fired = await asyncio.to_thread(self.run_once)
-                if fired:
-                    self._on_change()
-            except Exception:
-                log.exception("SLA escalation round failed; trying again in %ss", interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), interval)
+    async def _round(self) -> int:
+        if await asyncio.to_thread(self.run_once):
+            self._on_change()
+        return 0  # rounds run on the interval, never back to back
 
     def run_once(self, *, now: datetime | None = None) -> list[Fired]:
         """One round over every running ticket; returns what fired (for tests and logs)."""

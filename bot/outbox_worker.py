@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.background import PollingLoop
 from bot.channel import DeliveryOutcomeUnknown, PermanentDeliveryError, TemporaryDeliveryError
 from bot.config import OutboxSettings
 from bot.model import OutboundReply
@@ -67,47 +68,21 @@ class OutboxWorker:
         self._senders = dict(senders)
         self._settings = settings
         self._jitter = jitter
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = PollingLoop(
+            self.deliver_due, interval=settings.poll_interval_seconds, name="outbox-worker", drain_on_stop=True
+        )
 
     def notify(self) -> None:
         """New replies were queued: deliver now rather than at the next poll."""
-        self._wake.set()
+        self._loop.notify()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-worker")
+        self._loop.start()
 
     async def stop(self, *, timeout: float = 10.0) -> None:
         """Deliver what is due (up to ``timeout``), then stop."""
-        self._stopping = True
-        if self._task is None:
-            return
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
+        if not await self._loop.stop(timeout=timeout):
             log.warning("outbox not flushed within %ss; the rest is sent at next start", timeout)
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                delivered = await self.deliver_due()
-            except Exception:
-                log.exception("outbox delivery round failed")
-                delivered = 0
-            if self._stopping and delivered == 0:
-                return
-            if delivered:
-                continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
-            except TimeoutError:
-                pass
 
     async def deliver_due(self) -> int:
         """One round: claim due replies, send them, record outcomes. Returns items handled."""

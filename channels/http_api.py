@@ -10,7 +10,6 @@ Replies are also pushed to ``webhook_url`` when one is configured, with an
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import uuid
@@ -37,6 +36,7 @@ from bot.channel import (
 from bot.config import StrictModel, validate_section
 from bot.conversations import ConversationReader
 from bot.model import ConversationRef, InboundMessage, OutboundReply, Participant
+from channels.http_common import is_loopback, read_limited
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class HttpApiChannel:
     def from_config(cls, config: Mapping[str, Any], *, context: ChannelContext) -> HttpApiChannel:
         settings = validate_section(HttpApiSettings, config, key="channels.http_api")
         server = context.settings.server
-        if settings.auth_token is None and not _is_loopback(server.host):
+        if settings.auth_token is None and not is_loopback(server.host):
             raise ChannelDisabled(f"no auth_token set and the server listens on {server.host}, not loopback")
         if settings.auth_token is None:
             log.warning("http_api: no auth_token configured; accepting unauthenticated requests on loopback")
@@ -137,7 +137,7 @@ class HttpApiChannel:
             return denied
         if self._on_message is None:
             return _error(503, "not accepting messages right now", headers={"Retry-After": "5"})
-        body = await _read_limited(request, MAX_BODY_BYTES)
+        body = await read_limited(request, MAX_BODY_BYTES)
         if body is None:
             return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
         try:
@@ -250,33 +250,11 @@ def to_inbound(incoming: MessageIn) -> InboundMessage:
     )
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed ``limit`` (never buffered whole)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def _retry_after(response: httpx.Response) -> float | None:
     try:
         return max(0.0, float(response.headers.get("retry-after", "")))
     except ValueError:
         return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -6,21 +6,10 @@ import smtplib
 
 import click
 
+from bot.cli import migrated_database
 from bot.config import ConfigError, validate_section
 from channels.email import deadletter as store
 from channels.email.config import EmailSettings
-from ticketing.db import Database, DatabaseUnavailableError
-
-
-def _database(ctx: click.Context) -> Database:
-    settings = ctx.find_root().obj["settings"]()
-    db = Database(settings.database_url)
-    ctx.call_on_close(db.dispose)
-    try:
-        db.migrate()
-    except DatabaseUnavailableError as exc:
-        raise click.ClickException(str(exc)) from None
-    return db
 
 
 @click.group(help="Mail kept raw because it could not be turned into a conversation.")
@@ -33,7 +22,7 @@ def deadletter() -> None:
 @click.option("--limit", default=50, show_default=True)
 @click.pass_context
 def list_command(ctx: click.Context, status: str | None, limit: int) -> None:
-    letters = store.list_dead_letters(_database(ctx), status=status, limit=limit)
+    letters = store.list_dead_letters(migrated_database(ctx), status=status, limit=limit)
     if not letters:
         click.echo("no dead letters")
     for letter in letters:
@@ -52,7 +41,7 @@ def replay(ctx: click.Context, ids: tuple[int, ...]) -> None:
         email_settings = validate_section(EmailSettings, settings.channels.get("email"), key="channels.email")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    db = _database(ctx)
+    db = migrated_database(ctx)
     failed = 0
     for dead_id in ids:
         letter = store.load(db, dead_id)

@@ -49,6 +49,7 @@ from bot.channel import (
 from bot.config import expand_env_references, validate_section
 from bot.desk import AgentRef, DeskPost, TicketView, TimelineEntry
 from bot.model import ConversationRef, InboundMessage, OutboundReply, Participant
+from channels.http_common import read_limited
 from channels.slack import desk, messages
 from channels.slack.blocks import DESK_ACTION, REPLY_ACTION, escape, fallback_text, reply_blocks
 from channels.slack.config import SlackSettings
@@ -226,7 +227,7 @@ class SlackChannel:
     # -- HTTP ------------------------------------------------------------------------
 
     async def _http(self, request: Request) -> Response:
-        body = await _read_limited(request, MAX_BODY_BYTES)
+        body = await read_limited(request, MAX_BODY_BYTES)
         if body is None:
             return JSONResponse({"error": f"request body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
         if not self._signed(request, body):
@@ -584,16 +585,3 @@ class RequestGate(AsyncMiddleware):
                 log.debug("slack: acknowledged an unused request: %s", unused.reason)
                 return BoltResponse(status=200, body="")
         return await next()
-
-
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to exceed ``limit``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            return None
-    return bytes(body)

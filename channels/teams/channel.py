@@ -10,7 +10,6 @@ conversation (``InboundMessage.channel_data`` -> ``OutboundReply.channel_data``)
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
@@ -33,6 +32,7 @@ from bot.channel import (
 from bot.config import ConfigError, validate_section
 from bot.desk import DeskPost, TicketView, TimelineEntry
 from bot.model import OutboundReply
+from channels.http_common import is_loopback, read_limited
 from channels.teams import cards, messages
 from channels.teams.auth import (
     BotFrameworkTokenValidator,
@@ -110,7 +110,7 @@ class TeamsChannel:
             )
         if settings.local_development:
             host = context.settings.server.host
-            if not _is_loopback(host):
+            if not is_loopback(host):
                 raise ConfigError(
                     f"config: channels.teams.local_development accepts unauthenticated requests, so it needs "
                     f"server.host on loopback (127.0.0.1), not {host}"
@@ -178,7 +178,7 @@ class TeamsChannel:
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             return _error(415, f"Content-Type {media_type!r} is not supported; send application/json")
-        body = await _read_limited(request, MAX_BODY_BYTES)
+        body = await read_limited(request, MAX_BODY_BYTES)
         if body is None:
             return _error(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
         try:
@@ -315,18 +315,6 @@ def _invoke_answer(text: str | None) -> Response:
     return JSONResponse({"statusCode": 200, "type": INVOKE_MESSAGE, "value": text or messages.DONE})
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def _unauthorized(reason: str) -> Response:
     log.warning("teams: refused a request: %s", reason)
     return _error(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
@@ -334,15 +322,6 @@ def _unauthorized(reason: str) -> Response:
 
 def _error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _str(value: Any) -> str:

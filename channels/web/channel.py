@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 from bot.channel import ChannelContext, MessageHandler
 from bot.config import ConfigError, validate_section
 from bot.model import OutboundReply
+from channels.http_common import is_loopback
 from channels.web.api import routes as api_routes
 from channels.web.console import routes as console_routes
 from channels.web.dashboard import routes as dashboard_routes
@@ -57,7 +57,7 @@ class WebChannel:
     def from_config(cls, config: Mapping[str, Any], *, context: ChannelContext) -> WebChannel:
         settings = validate_section(WebSettings, config, key="channels.web")
         host = context.settings.server.host
-        if settings.sign_in == "demo" and not _is_loopback(host):
+        if settings.sign_in == "demo" and not is_loopback(host):
             raise ConfigError(
                 f"config: channels.web.sign_in: 'demo' lets anyone act as anyone, so it is allowed only when "
                 f"server.host is a loopback address (it is {host}); use 'proxy' or 'email_link'"
@@ -94,12 +94,3 @@ class WebChannel:
     async def stop(self) -> None:
         self.front.on_message = None
         self.front.live.close()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import click
 
+from bot.cli import migrated_database
 from ticketing.access import AccessDenied, Role, create_api_token, list_api_tokens, revoke_api_token
-from ticketing.db import Database, DatabaseUnavailableError
-
-
-def _database(ctx: click.Context) -> Database:
-    settings = ctx.find_root().obj["settings"]()
-    db = Database(settings.database_url)
-    ctx.call_on_close(db.dispose)
-    try:
-        db.migrate()
-    except DatabaseUnavailableError as exc:
-        raise click.ClickException(str(exc)) from None
-    return db
 
 
 @click.group()
@@ -30,7 +19,7 @@ def tokens() -> None:
 @click.pass_context
 def create(ctx: click.Context, agent: str, role: str) -> None:
     """Create a token; it is shown once and stored only as a digest."""
-    db = _database(ctx)
+    db = migrated_database(ctx)
     try:
         with db.transaction() as session:
             row, plain = create_api_token(session, agent=agent, role=Role(role))
@@ -45,7 +34,7 @@ def create(ctx: click.Context, agent: str, role: str) -> None:
 @click.pass_context
 def list_tokens(ctx: click.Context) -> None:
     """Every token (without the secret)."""
-    with _database(ctx).transaction() as session:
+    with migrated_database(ctx).transaction() as session:
         rows = list_api_tokens(session)
         if not rows:
             click.echo("no tokens")
@@ -60,7 +49,7 @@ def list_tokens(ctx: click.Context) -> None:
 @click.pass_context
 def revoke(ctx: click.Context, token_id: int) -> None:
     """Revoke token TOKEN_ID (see `tierzero tokens list`)."""
-    with _database(ctx).transaction() as session:
+    with migrated_database(ctx).transaction() as session:
         row = revoke_api_token(session, token_id=token_id)
     if row is None:
         raise click.ClickException(f"no token #{token_id}")
