@@ -14,7 +14,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from channels.web import charts, texts
-from channels.web.front import SignInRequired, WebFront, not_signed_in_page
+from channels.web.front import WebFront
+from channels.web.portal import signed_in
 from ticketing.clock import utcnow
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,9 @@ PERIODS = {"7d": 7, "30d": 30, "90d": 90}
 
 
 def routes(front: WebFront) -> Sequence[BaseRoute]:
+    @signed_in
     async def page(request: Request) -> Response:
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
         if not principal.is_agent:
             return front.error_page(request, 403, texts.NOT_AN_AGENT, identity=identity)
         period = request.query_params.get("period", "30d")

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,7 +36,7 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 def routes(front: WebFront) -> Sequence[BaseRoute]:
     portal = Portal(front)
     return [
-        Route("/", portal.home, methods=["GET"]),
+        Route("/", signed_in(portal.home), methods=["GET"]),
         Route("/signin", portal.sign_in_page, methods=["GET"]),
         Route("/signin", portal.sign_in, methods=["POST"]),
         Route("/signin/link", portal.sign_in_link, methods=["GET"]),
@@ -44,13 +44,25 @@ def routes(front: WebFront) -> Sequence[BaseRoute]:
         Route("/portal/messages", portal.post_message, methods=["POST"]),
         Route("/portal/messages", portal.get_messages, methods=["GET"]),
         Route("/portal/stream", portal.stream, methods=["GET"]),
-        Route("/kb", portal.kb_search, methods=["GET"]),
-        Route("/kb/{article_id}", portal.kb_article, methods=["GET"]),
-        Route("/tickets", portal.my_tickets, methods=["GET"]),
-        Route("/tickets/{number}", portal.my_ticket, methods=["GET"]),
-        Route("/tickets/{number}/rating", portal.rate, methods=["POST"]),
-        Route("/tickets/{number}/solved", portal.solved, methods=["POST"]),
+        Route("/kb", signed_in(portal.kb_search), methods=["GET"]),
+        Route("/kb/{article_id}", signed_in(portal.kb_article), methods=["GET"]),
+        Route("/tickets", signed_in(portal.my_tickets), methods=["GET"]),
+        Route("/tickets/{number}", signed_in(portal.my_ticket), methods=["GET"]),
+        Route("/tickets/{number}/rating", signed_in(portal.rate), methods=["POST"]),
+        Route("/tickets/{number}/solved", signed_in(portal.solved), methods=["POST"]),
     ]
+
+
+def signed_in(page: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """A page only signed-in people see: anyone else gets the sign-in page."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await page(request)
+        except SignInRequired:
+            return not_signed_in_page(request)
+
+    return guarded
 
 
 def message_id_for(identity: str, client_id: str) -> str:
@@ -141,10 +153,7 @@ class Portal:
 
     async def home(self, request: Request) -> Response:
         front = self.front
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
 
         def load() -> tuple[list[queries.ChatMessage], list[object]]:
             with front.db.transaction() as session:
@@ -266,20 +275,14 @@ class Portal:
 
     async def kb_search(self, request: Request) -> Response:
         front = self.front
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
         query = request.query_params.get("q", "").strip()[:500]
         hits = await asyncio.to_thread(front.catalog.search if query else lambda q: front.catalog.all(), query)
         return front.render(request, "kb.html", identity=identity, principal=principal, query=query, hits=hits)
 
     async def kb_article(self, request: Request) -> Response:
         front = self.front
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
         article_id = request.path_params["article_id"]
         article = await asyncio.to_thread(front.catalog.get, article_id)
         if article is None:
@@ -295,10 +298,7 @@ class Portal:
 
     async def my_tickets(self, request: Request) -> Response:
         front = self.front
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
 
         def load() -> list[object]:
             with front.db.transaction() as session:
@@ -313,10 +313,7 @@ class Portal:
 
     async def my_ticket(self, request: Request) -> Response:
         front = self.front
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
         number = request.path_params["number"]
         requester_view = _as_requester(principal)
 
@@ -352,10 +349,7 @@ class Portal:
 
     async def rate(self, request: Request) -> Response:
         front = self.front
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
         number = request.path_params["number"]
         form = await front.form(request, identity)
         path = f"/tickets/{number}"
@@ -372,10 +366,7 @@ class Portal:
 
     async def solved(self, request: Request) -> Response:
         front = self.front
-        try:
-            identity, principal = front.page_principal(request)
-        except SignInRequired:
-            return not_signed_in_page(request)
+        identity, principal = front.page_principal(request)
         number = request.path_params["number"]
         await front.form(request, identity)
         try:
