@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.retrieval import BenchmarkError, _article, _field, _read_jsonl, limit_threads
+from benchmarks.jsonl import DataError, read_jsonl
+from benchmarks.retrieval import BenchmarkError, _article, _field, limit_threads
 from bot.confidence import CalibrationError, auroc, calibrate, choose_threshold, features
 from kb_index import Embedder, KnowledgeIndex, ModelLoadError, load_embedder
 
@@ -66,11 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 title=_field(row, "title", args.kb),
                 text=_field(row, "text", args.kb),
             )
-            for row in _read_jsonl(args.kb)
+            for row in read_jsonl(args.kb)
         ]
-        queries = [_query(row, args.queries) for row in _read_jsonl(args.queries)]
+        queries = [_query(row, args.queries) for row in read_jsonl(args.queries)]
         result, calibration = run(kb=kb, queries=queries, max_wrong=args.max_wrong, query_threads=1)
-    except (BenchmarkError, ModelLoadError, CalibrationError) as exc:
+    except (DataError, ModelLoadError, CalibrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.model_out:

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.convert_stackfaq import REPO_ROOT, ConversionError, read_jsonl, thread_to_doc, write_jsonl
+from benchmarks.convert_stackfaq import REPO_ROOT, thread_to_doc
+from benchmarks.jsonl import DataError, read_jsonl, write_jsonl
 
 DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "eval" / "answer_or_escalate"
 
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         docs, queries = convert(args.source, args.out)
-    except (ConversionError, KeyError) as exc:
+    except (DataError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {docs} articles and {queries} queries to {args.out}")

@@ -11,42 +11,15 @@ with its answers as the article text) and ``queries.jsonl``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.jsonl import DataError, read_jsonl, write_jsonl
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO_ROOT.parent / "shared" / "eval" / "retrieval" / "stackfaq"
-
-
-class ConversionError(Exception):
-    """Missing or malformed source data; reported as one line."""
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConversionError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConversionError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ConversionError(f"{path}:{number}: expected a JSON object")
-        yield row
-
-
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def thread_to_doc(row: dict[str, Any]) -> dict[str, str]:
@@ -77,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         docs, queries = convert(args.source, args.out)
-    except (ConversionError, KeyError) as exc:
+    except (DataError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {docs} documents and {queries} queries to {args.out}")

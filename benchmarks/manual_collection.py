@@ -28,7 +28,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.convert_stackfaq import REPO_ROOT, write_jsonl
+from benchmarks.convert_stackfaq import REPO_ROOT
+from benchmarks.jsonl import write_jsonl
 from kb_index.documents import load_articles
 
 _HEADING = re.compile(r"^(#{2,3})[ \t]+(.+?)[ \t#]*$")

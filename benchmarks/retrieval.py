@@ -42,7 +42,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.jsonl import DataError, read_jsonl
 from kb_index import Article, Embedder, KnowledgeIndex, ModelLoadError, load_embedder
 from kb_index.fusion import DENSE_WEIGHT
 
@@ -62,7 +63,7 @@ SWEEP_WEIGHTS = tuple(round(0.05 * step, 2) for step in range(21))
 MODES = {"hybrid": "hybrid", "dense": "dense", "bm25": "lexical"}
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(DataError):
     """Bad input data or options; reported as one line, without a traceback."""
 
 
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=sys.stderr.isatty(),
             query_threads=args.query_threads,
         )
-    except (BenchmarkError, ModelLoadError) as exc:
+    except (DataError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = {"corpus": corpus_name, **result}
@@ -267,7 +268,7 @@ def _load_dataset(args: argparse.Namespace) -> tuple[list[Article], list[Query],
                 title=_field(row, "title", corpus_path),
                 text="\n\n".join(str(answer).strip() for answer in row.get("answers", [])),
             )
-            for row in _read_jsonl(corpus_path)
+            for row in read_jsonl(corpus_path)
         ]
         queries = [
             Query(
@@ -275,7 +276,7 @@ def _load_dataset(args: argparse.Namespace) -> tuple[list[Article], list[Query],
                 text=_field(row, "text", queries_path),
                 relevant=frozenset({_field(row, "doc_id", queries_path)}),
             )
-            for row in _read_jsonl(queries_path)
+            for row in read_jsonl(queries_path)
         ]
         name = "stackfaq"
     else:
@@ -287,7 +288,7 @@ def _load_dataset(args: argparse.Namespace) -> tuple[list[Article], list[Query],
                 title=_field(row, "title", args.corpus),
                 text=_field(row, "text", args.corpus),
             )
-            for row in _read_jsonl(args.corpus)
+            for row in read_jsonl(args.corpus)
         ]
         queries = [
             Query(
@@ -295,7 +296,7 @@ def _load_dataset(args: argparse.Namespace) -> tuple[list[Article], list[Query],
                 text=_field(row, "text", args.queries),
                 relevant=frozenset(str(doc_id) for doc_id in row.get("doc_ids", [])),
             )
-            for row in _read_jsonl(args.queries)
+            for row in read_jsonl(args.queries)
         ]
         name = str(args.corpus)
 
@@ -319,23 +320,6 @@ def _article(*, doc_id: str, title: str, text: str) -> Article:
         body=text,
         content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
     )
-
-
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise BenchmarkError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BenchmarkError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise BenchmarkError(f"{path}:{number}: expected a JSON object")
-        yield row
 
 
 def _field(row: dict[str, Any], name: str, path: Path) -> str:
