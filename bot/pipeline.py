@@ -294,6 +294,12 @@ class Pipeline:
                         history=snapshot.history,
                     )
                     outcome = await asyncio.to_thread(self._agent.decide, turn)
+                    if isinstance(outcome.decision, Escalate):
+                        # Routing embeds the ticket's text: do it now, not while holding the write lock.
+                        decision = outcome.decision
+                        await asyncio.to_thread(
+                            self._rules.prepare, subject=decision.subject, description=decision.summary
+                        )
                 queued = await asyncio.to_thread(self._apply, message_id, snapshot, outcome)
                 if queued is not None:
                     if queued:

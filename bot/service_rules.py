@@ -77,6 +77,10 @@ class ServiceRules:
         self.catalog = settings.catalog_items()
         self.directory = settings.approval_directory()
 
+    def prepare(self, *, subject: str, description: str) -> None:
+        """Work for ``ticket_opened`` that needs no database (embedding the text), done before its transaction."""
+        self.router.prepare(ticket_text(service.ticket_subject(subject), description))
+
     def ticket_opened(
         self,
         session: Session,

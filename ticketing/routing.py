@@ -207,6 +207,10 @@ class Router:
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def prepare(self, text: str) -> None:
+        """Embed ``text`` now, so that routing it later (inside a write transaction) does not wait for the model."""
+        self._vector(text)
+
     def route(self, session: Session, *, text: str, channel: str, requested_priority: str | None = None) -> Routing:
         query = self._vector(text)
         corrections = self._corrections(session, text=text, query=query)

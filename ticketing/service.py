@@ -53,7 +53,7 @@ def open_ticket(
     ticket = Ticket(
         conversation_id=conversation.id,
         requester_id=conversation.requester_id,
-        subject=_one_line(subject)[:255] or "(no subject)",
+        subject=ticket_subject(subject),
         description=description,
         status=TicketStatus.NEW,
         priority=priority,
@@ -71,6 +71,11 @@ def open_ticket(
     conversation.owner = Owner.QUEUE
     add_event(session, ticket=ticket, actor=actor, channel=channel, kind="opened", detail={"reason": reason})
     return ticket
+
+
+def ticket_subject(text: str) -> str:
+    """A ticket's subject as stored: one line, at most 255 characters."""
+    return _one_line(text)[:255] or "(no subject)"
 
 
 def add_event(

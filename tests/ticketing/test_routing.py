@@ -195,6 +195,20 @@ def test_past_tickets_are_embedded_once(db: Database) -> None:
     assert len(embed.texts) == embedded + 1  # only the new question
 
 
+def test_a_prepared_text_is_routed_without_calling_the_model(db: Database) -> None:
+    # The pipeline prepares before its write transaction, so routing inside it does not wait for the model.
+    embed = CountingEmbed()
+    router = Router(rules=rules(), embed=embed)
+    with db.transaction() as session:
+        make_ticket(session, subject="old question", category="software")
+        router.warm_up(session)
+    router.prepare("the printer on floor 3 is jammed")
+    before = len(embed.texts)
+    with db.transaction() as session:
+        router.route(session, text="the printer on floor 3 is jammed", channel="web")
+    assert len(embed.texts) == before
+
+
 def test_unknown_fields_are_refused(db: Database) -> None:
     with db.transaction() as session:
         ticket = make_ticket(session)
