@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import handoff
@@ -58,6 +59,7 @@ MIRRORED_KINDS = frozenset(
         "csat",
     }
 )
+STALE_AFTER = timedelta(days=7)
 SUMMARY_MESSAGES = 12  # the card's "conversation so far"
 SUMMARY_CHARS = 2_000
 
@@ -370,6 +372,9 @@ class DeskSync:
                 .join(Ticket, Ticket.id == DeskPostRow.ticket_id)
                 .where(
                     DeskPostRow.surface.in_(self._surfaces),
+                    # Every change touches the ticket; cards of tickets quiet for a week are long in step
+                    # (or their surface has refused them for a week), so the scan stays small over the years.
+                    Ticket.updated_at >= now - STALE_AFTER,
                     DeskPostRow.next_attempt_at <= now,
                     or_(DeskPostRow.lease_until.is_(None), DeskPostRow.lease_until < now),
                     or_(DeskPostRow.published_version < Ticket.version, DeskPostRow.mirrored_event_id < last_event),
@@ -407,7 +412,7 @@ class DeskSync:
                                 next_attempt_at=utcnow(),
                             )
                         )
-                except Exception:  # another replica added it first (unique ticket + surface)
+                except IntegrityError:  # another replica added it first (unique ticket + surface)
                     log.debug("desk post for ticket %s on %s already exists", ticket_id, surface)
 
     async def _sync(self, post_id: int) -> None:
