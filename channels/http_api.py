@@ -36,7 +36,7 @@ from bot.channel import (
 from bot.config import StrictModel, validate_section
 from bot.conversations import ConversationReader
 from bot.model import ConversationRef, InboundMessage, OutboundReply, Participant
-from channels.http_common import is_loopback, read_limited
+from channels.http_common import is_loopback, read_limited, storable
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,7 @@ class MessageIn(BaseModel):
     @field_validator("*")
     @classmethod
     def _storable(cls, value: object) -> object:
-        # JSON can carry NUL and lone surrogates ("\u0000", "\ud800"); no database stores them.
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("must not contain NUL characters")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("is not valid Unicode (lone surrogate)") from None
-        return value
+        return storable(value)
 
 
 class HttpApiChannel:

@@ -28,3 +28,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def storable(value: object) -> object:
+    """A pydantic field validator for request bodies: JSON can carry NUL and lone surrogates
+    ("\\u0000", "\\ud800"), which no database stores; refuse them with a clear error."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid Unicode (lone surrogate)") from None
+    return value

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.desk import TicketView
+from channels.http_common import storable
 from channels.web import queries
 from channels.web.actions import InvalidInput, NotFound, TicketUpdate
 from channels.web.front import WebFront, json_error
@@ -42,14 +43,7 @@ class _Body(BaseModel):
     @field_validator("*")
     @classmethod
     def _storable(cls, value: object) -> object:
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("must not contain NUL characters")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("is not valid Unicode") from None
-        return value
+        return storable(value)
 
 
 class TicketPatch(_Body):

@@ -75,28 +75,19 @@ class Console:
         return queue if queue in queries.QUEUES else "all"
 
     async def queue_page(self, request: Request) -> Response:
-        async def page(identity: Identity, principal: Principal) -> Response:
-            queue = self._queue_name(request)
-            tickets, counts = await asyncio.to_thread(self._queue, principal, queue)
-            return self.front.render(
-                request,
-                "console_queue.html",
-                identity=identity,
-                principal=principal,
-                queue=queue,
-                tickets=tickets,
-                counts=counts,
-            )
-
-        return await self._guarded(request, page)
+        return await self._queue_view(request, "console_queue.html")
 
     async def queue_fragment(self, request: Request) -> Response:
+        """The queue table alone, for the page's live refresh."""
+        return await self._queue_view(request, "_queue_table.html")
+
+    async def _queue_view(self, request: Request, template: str) -> Response:
         async def page(identity: Identity, principal: Principal) -> Response:
             queue = self._queue_name(request)
             tickets, counts = await asyncio.to_thread(self._queue, principal, queue)
             return self.front.render(
                 request,
-                "_queue_table.html",
+                template,
                 identity=identity,
                 principal=principal,
                 queue=queue,
