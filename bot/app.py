@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import telemetry
 from bot.agent import Retriever, Tier0Agent
 from bot.channel import Channel, ChannelContext
 from bot.config import Settings
@@ -19,11 +20,13 @@ from bot.pipeline import Pipeline
 from bot.service_rules import for_runtime
 from kb_index import (
     CorruptIndexError,
+    Embedder,
     IndexNotFoundError,
     IndexReport,
     KnowledgeIndex,
     load_embedder,
 )
+from kb_index.batching import BatchingEmbedder
 from ticketing.db import Database
 
 log = logging.getLogger(__name__)
@@ -43,11 +46,15 @@ class TierZero:
         """What every channel is built with (see ``bot.registry.build_channels``)."""
         return ChannelContext(settings=self.settings, conversations=self.conversations, desk=self.desk, db=self.db)
 
-    def open_index(self, *, sync: bool | None = None, progress: bool = False) -> KnowledgeIndex:
-        """The knowledge index; built or refreshed first when ``sync`` (default: kb.auto_index)."""
+    def open_index(self, *, sync: bool | None = None, progress: bool = False, batched: bool = False) -> KnowledgeIndex:
+        """The knowledge index; built or refreshed first when ``sync`` (default: kb.auto_index).
+
+        ``batched``: questions searched at the same time from several threads are embedded
+        in one model call (what a server wants; kb.encoder_batch_size / _window_ms).
+        """
         kb = self.settings.kb
         sync = kb.auto_index if sync is None else sync
-        index = self._index(repair=sync)
+        index = self._index(repair=sync, batched=batched)
         if sync and (len(index) == 0 or index.is_stale(Path(kb.path))):
             report = index.sync(Path(kb.path), progress=progress)
             log.info(
@@ -65,10 +72,13 @@ class TierZero:
         index = self._index(fresh=rebuild, repair=True)
         return index.sync(Path(folder or self.settings.kb.path), progress=progress)
 
-    def _index(self, *, repair: bool, fresh: bool = False) -> KnowledgeIndex:
+    def _index(self, *, repair: bool, fresh: bool = False, batched: bool = False) -> KnowledgeIndex:
         """The persisted index; an empty one when ``fresh``, or when it is missing or damaged and ``repair``."""
         kb = self.settings.kb
-        embedder = load_embedder(kb.model, sha256=kb.model_sha256)
+        embedder: Embedder = load_embedder(kb.model, sha256=kb.model_sha256)
+        if batched and kb.encoder_batch_size > 1:
+            # Indexing calls (EMBED_BATCH_SIZE texts) bypass the batcher; single questions share calls.
+            embedder = BatchingEmbedder(embedder, max_batch=kb.encoder_batch_size, window_ms=kb.encoder_batch_window_ms)
         index_dir = self.settings.index_dir
         if not fresh:
             try:
@@ -78,12 +88,14 @@ class TierZero:
                     raise
                 if isinstance(exc, CorruptIndexError):
                     log.warning("rebuilding the knowledge index: %s", exc)
-        return KnowledgeIndex(index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars)
+        return KnowledgeIndex(
+            index_dir=index_dir, embedder=embedder, max_chunk_chars=kb.max_chunk_chars, reuse_stored=not fresh
+        )
 
     def load_knowledge(self, *, progress: bool = False) -> Retriever:
         """Open (and, per kb.auto_index, refresh) the index the agent answers from."""
         if self._retriever is None:
-            self._retriever = self.open_index(progress=progress)
+            self._retriever = self.open_index(progress=progress, batched=True)
         return self._retriever
 
     @property
@@ -135,21 +147,38 @@ class Runtime:
         self.escalation.start()
         self._index_watch = start_index_watch(self.app.retriever)
         for channel in self.channels:
-            await channel.start(self.pipeline.accept)
+            await channel.start(telemetry.instrument(channel.name, self.pipeline.accept))
         self.running = True
 
-    async def stop(self, *, timeout: float = 10.0) -> None:
-        """Graceful: stop taking messages, finish what was accepted, flush the outbox."""
+    async def stop(self, *, timeout: float | None = None) -> None:
+        """Graceful: stop taking messages, finish what was accepted, flush the outbox.
+
+        All within ``timeout`` (default server.shutdown_timeout_seconds). The outbox delivers
+        all along, so replies go out while the pipeline finishes; a fifth of the time is kept
+        for the last replies. Whatever does not fit stays in the database for the next start.
+        """
+        budget = self.app.settings.server.shutdown_timeout_seconds if timeout is None else timeout
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + budget
+
+        def left(*, keep: float = 0.0) -> float:
+            return max(deadline - clock() - keep, 0.01)
+
         self.running = False
+        # Channels close their connections when they stop: no reply may be in flight through one
+        # then. After stop() they send on one-off connections, so the outbox resumes at once.
+        await self.outbox.pause(timeout=left(keep=budget / 2))
         for channel in self.channels:
             try:
                 await channel.stop()
             except Exception:
                 log.exception("channel %s did not stop cleanly", channel.name)
-        await self.pipeline.stop(timeout=timeout)
-        await self.escalation.stop(timeout=timeout)
-        await self.outbox.stop(timeout=timeout)
-        await self.desk_sync.stop()
+        self.outbox.resume()
+        # Pipeline.stop may wait twice its timeout (for the queue, then for busy workers).
+        await self.pipeline.stop(timeout=left(keep=budget / 5) / 2)
+        await self.escalation.stop(timeout=left(keep=budget / 5))
+        await self.outbox.stop(timeout=left())
+        await self.desk_sync.stop(timeout=left())
         await stop_index_watch(getattr(self, "_index_watch", None))
         self.app.desk.on_change = lambda: None
 

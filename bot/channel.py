@@ -53,6 +53,18 @@ class MessageTooLong(InvalidMessage):
     pass
 
 
+class Overloaded(Exception):
+    """Too many messages are waiting for an answer: this one was NOT stored; the sender should retry.
+
+    Channels answer it the way their platform retries: HTTP 503 with ``Retry-After``,
+    SMTP ``451 4.3.2``. ``str()`` is safe to show.
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after  # seconds, >= 1
+        super().__init__(f"too many messages are waiting for an answer; try again in {retry_after} s")
+
+
 class ChannelDisabled(Exception):
     """Raised by ``from_config`` when the channel cannot run (e.g. credentials absent)."""
 

@@ -59,7 +59,7 @@ def app_from_context(ctx: click.Context, *, server: bool = False) -> TierZero:
     # Only the server logs routine progress; other commands print their results
     # and show warnings and errors (and everything when log_level is DEBUG).
     quiet = not server and settings.log_level != "DEBUG"
-    configure_logging("WARNING" if quiet else settings.log_level)
+    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
     app = TierZero(settings)
     # Close pooled connections when the command ends (PostgreSQL otherwise logs an unexpected EOF).
     ctx.call_on_close(app.db.dispose)

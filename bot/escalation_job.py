@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from bot import telemetry
 from bot.background import PollingLoop
 from bot.outgoing import conversation_ref, queue_reply
 from bot.replies import notice
@@ -101,6 +102,7 @@ class EscalationJob:
                 log.info("SLA check of ticket %s skipped this round: %s", ticket_id, type(exc).__name__)
         for item in fired:
             log.info("SLA %s %s on %s: %s", item.target, item.state, item.number, ", ".join(item.actions) or "no rule")
+            telemetry.count_sla_event(target=item.target, state=item.state)
         return fired
 
     def _due_for_action(self, now: datetime) -> list[int]:

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from bot import telemetry
+
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
@@ -41,6 +43,8 @@ async def _watch(reload: Callable[[], bool], interval: float) -> None:
         await asyncio.sleep(interval)
         try:
             # Reading and building the new generation is blocking work.
-            await asyncio.to_thread(reload)
+            if await asyncio.to_thread(reload):
+                telemetry.count_index_reload()
         except Exception:  # a broken write must never stop the watch (or the server)
+            telemetry.count_index_reload(failed=True)
             log.exception("could not check the knowledge index for changes")

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from sqlalchemy.orm import Session
 
+from bot.logs import current_request_id
 from bot.model import ConversationRef, OutboundReply
 from ticketing import outbox
 from ticketing.conversations import record_outbound_message
@@ -51,4 +52,7 @@ def queue_reply(
         author=author_id,
         channel_data=dict(conversation.channel_data or {}),
     )
-    return outbox.enqueue(session, conversation=conversation, message=message, payload=reply.to_payload())
+    payload = reply.to_payload()
+    if request_id := current_request_id():
+        payload["request_id"] = request_id  # the outbox logs its delivery under the same id
+    return outbox.enqueue(session, conversation=conversation, message=message, payload=payload)

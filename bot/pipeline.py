@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import ParamSpec, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot import messages
+from bot import messages, telemetry
 from bot.agent import AgentState, Close, Escalate, Outcome, Tier0Agent, Turn
+from bot.backpressure import InboundLimit
 from bot.channel import Acceptance, InvalidMessage, MessageTooLong, Receipt
 from bot.config import Settings
+from bot.logs import log_context, message_request_id
 from bot.model import Action, InboundMessage
 from bot.outgoing import conversation_ref, queue_reply
 from bot.replies import notice, reply_for_decision
@@ -49,8 +55,13 @@ log = logging.getLogger(__name__)
 # How often to look for accepted messages that no worker has (after a restart,
 # a full queue, or a failed attempt).
 SWEEP_INTERVAL_SECONDS = 5.0
+# Threads for the workers' database steps: short, and on SQLite one writer at a time anyway.
+DB_THREADS = 4
 HISTORY_TURNS = 20
 
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -59,6 +70,27 @@ def storable_text(text: str) -> str:
     """Text any database accepts: NUL (refused by PostgreSQL) and lone surrogates
     (not encodable as UTF-8) become U+FFFD, so the message is kept, not refused."""
     return _UNSTORABLE.sub("\ufffd", text)
+
+
+class _Threads:
+    """A thread pool for blocking calls from the event loop, started on first use (log context included)."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._size, thread_name_prefix=self._name)
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    def shutdown(self) -> None:
+        # Called once the workers stopped: nothing waits for these threads any more.
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 @dataclass(frozen=True)
@@ -102,14 +134,30 @@ class Pipeline:
         # Routing, SLA due times, approvals, reopening (issue 6); keyword rules only unless given an embedder.
         self._rules = service_rules or ServiceRules(settings.service_desk)
         self._on_reply_queued = on_reply_queued
-        self._queue: asyncio.Queue[int] = asyncio.Queue(maxsize=10_000)
-        self._in_flight: set[int] = set()
+        # Messages queued or being answered (_in_flight) plus those being stored number at most
+        # pipeline.max_pending; at that many accept() refuses (Overloaded). That bounds the queue too.
+        self._limit = InboundLimit(settings.pipeline.max_pending)
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._in_flight: set[int] = set()  # ids queued or being answered
         self._done: dict[int, asyncio.Future[int]] = {}
+        self._conversation_ids: dict[int, int] = {}  # message -> conversation, known from accept()
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # conversation -> (lock, users)
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[object]] = set()
         self._stopping = asyncio.Event()
         self._channels: list[str] = []
+        # The agent's decisions (and routing's embedding) run on threads of their own, one per worker:
+        # asyncio's default pool has only min(32, cores + 4) threads, which would cap how many questions
+        # reach the encoder's micro-batches at once. The workers' database steps get a few threads of
+        # their own too, so that accept() (and with it the channels' acknowledgements) never queues
+        # behind them in the default pool.
+        self._agent_threads = _Threads(settings.pipeline.workers, "pipeline-agent")
+        self._db_threads = _Threads(min(settings.pipeline.workers, DB_THREADS), "pipeline-db")
+
+    @property
+    def queue_length(self) -> int:
+        """Accepted messages waiting for a worker (a metric)."""
+        return self._queue.qsize()
 
     # -- accepting -----------------------------------------------------------
 
@@ -122,13 +170,20 @@ class Pipeline:
             raise MessageTooLong(messages.MESSAGE_TOO_LONG.format(length=len(message.text), limit=limit))
 
     async def accept(self, message: InboundMessage) -> Receipt:
-        """Commit the message and queue it for an answer; raises InvalidMessage."""
+        """Commit the message and queue it for an answer.
+
+        Raises InvalidMessage, or Overloaded (nothing stored) while pipeline.max_pending
+        messages wait for an answer. A redelivery is refused then too: a database lookup
+        per refusal would load what is already overloaded, and its retry is recognised later.
+        """
         message = replace(message, text=storable_text(message.text))
         self.validate(message)
-        receipt = await asyncio.to_thread(self._persist, message)
+        with self._limit.slot(len(self._in_flight)):
+            receipt = await asyncio.to_thread(self._persist, message)
         if receipt.status is Acceptance.ACCEPTED:
             handled = asyncio.get_running_loop().create_future()
             self._done[receipt.message_id] = handled
+            self._conversation_ids[receipt.message_id] = receipt.conversation_id
             receipt = replace(receipt, handled=handled)
             self._schedule(receipt.message_id)
         return receipt
@@ -209,6 +264,8 @@ class Pipeline:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._agent_threads.shutdown()
+        self._db_threads.shutdown()
 
     async def sweep(self) -> int:
         """Queue every accepted-but-unanswered message that no worker holds."""
@@ -226,10 +283,11 @@ class Pipeline:
     def _schedule(self, message_id: int) -> bool:
         if message_id in self._in_flight:
             return False
-        try:
-            self._queue.put_nowait(message_id)
-        except asyncio.QueueFull:
-            return False  # stays unprocessed in the database; the sweeper comes back for it
+        if self._limit.full(len(self._in_flight)):
+            # Stays unprocessed in the database; the sweeper comes back for it. (A message that
+            # accept() just stored always fits: its place was held while it was stored.)
+            return False
+        self._queue.put_nowait(message_id)
         self._in_flight.add(message_id)
         return True
 
@@ -247,7 +305,7 @@ class Pipeline:
         while not self._stopping.is_set():
             message_id = await self._queue.get()
             replies = 0
-            with self._busy_while():
+            with self._busy_while(), log_context(request_id=message_request_id(message_id), message_id=message_id):
                 try:
                     replies = await self.process(message_id)
                 except Exception:
@@ -256,6 +314,7 @@ class Pipeline:
                 finally:
                     self._resolve(message_id, replies)
                     self._in_flight.discard(message_id)
+                    self._limit.answered()
                     self._queue.task_done()
 
     @contextlib.contextmanager
@@ -269,18 +328,23 @@ class Pipeline:
             self._busy.discard(task)
 
     def _resolve(self, message_id: int, replies: int) -> None:
+        self._conversation_ids.pop(message_id, None)
         future = self._done.pop(message_id, None)
         if future is not None and not future.done():
             future.set_result(replies)
 
     # -- processing --------------------------------------------------------------
 
+    @telemetry.timed_processing
     async def process(self, message_id: int) -> int:
         """Answer one accepted message; returns how many replies were queued."""
-        conversation_id = await asyncio.to_thread(self._conversation_of, message_id)
+        # Known when accept() stored it; looked up for what the sweeper found.
+        conversation_id = self._conversation_ids.pop(message_id, None)
+        if conversation_id is None:
+            conversation_id = await self._db_threads.run(self._conversation_of, message_id)
         async with self._conversation_lock(conversation_id):
             for _ in range(3):
-                snapshot = await asyncio.to_thread(self._snapshot, message_id)
+                snapshot = await self._db_threads.run(self._snapshot, message_id)
                 if snapshot is None:
                     return 0  # already processed (redelivery raced us, or another replica)
                 outcome = None
@@ -293,20 +357,23 @@ class Pipeline:
                         state=snapshot.state if snapshot.owner == Owner.BOT else AgentState(),
                         history=snapshot.history,
                     )
-                    outcome = await asyncio.to_thread(self._agent.decide, turn)
+                    outcome = await self._agent_threads.run(self._agent.decide, turn)
                     if isinstance(outcome.decision, Escalate):
                         # Routing embeds the ticket's text: do it now, not while holding the write lock.
                         decision = outcome.decision
-                        await asyncio.to_thread(
+                        await self._agent_threads.run(
                             self._rules.prepare, subject=decision.subject, description=decision.summary
                         )
-                queued = await asyncio.to_thread(self._apply, message_id, snapshot, outcome)
+                queued = await self._db_threads.run(self._apply, message_id, snapshot, outcome)
                 if queued is not None:
+                    if outcome is not None:
+                        telemetry.count_decision(outcome.decision)
                     if queued:
                         self._on_reply_queued()
                     return queued
-                # The owner changed while the agent was thinking (an agent took over): route again.
-            raise RuntimeError(f"message {message_id}: conversation owner kept changing")
+                # The owner or state changed while the agent was thinking (an agent took over, or another
+                # replica answered an earlier message of this conversation): route again.
+            raise RuntimeError(f"message {message_id}: conversation kept changing; the sweeper retries it")
 
     @contextlib.asynccontextmanager
     async def _conversation_lock(self, conversation_id: int) -> AsyncIterator[None]:
@@ -368,7 +435,10 @@ class Pipeline:
                 return 0
             conversation = session.get(Conversation, message.conversation_id, with_for_update=True)
             assert conversation is not None
-            if conversation.owner != snapshot.owner:
+            # The conversation lock is per process: another replica may have committed a turn of this
+            # conversation since the snapshot. The row lock above orders the commits; a changed owner or
+            # agent state means the decision was made on stale state, so route again from the new one.
+            if conversation.owner != snapshot.owner or AgentState.from_json(conversation.agent_state) != snapshot.state:
                 return None
             message.processed_at = utcnow()
             if snapshot.rating is not None:

@@ -10,11 +10,14 @@ from collections.abc import AsyncIterator, Iterator
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from bot import telemetry
 from bot.app import Runtime, TierZero
+from bot.logs import REQUEST_ID_HEADER, REQUEST_ID_SCOPE_KEY, RequestIdMiddleware, log_context
 from bot.registry import ChannelSet, build_channels
 from ticketing.db import DatabaseUnavailableError
 
@@ -41,9 +44,13 @@ def create_app(runtime: Runtime) -> Starlette:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error in a request: %s", type(exc).__name__, exc_info=exc)
-        return JSONResponse({"error": "internal error; the request was logged"}, status_code=500)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Runs outside RequestIdMiddleware (Starlette's outermost layer): restore the request's id.
+        request_id = request.scope.get(REQUEST_ID_SCOPE_KEY)
+        with log_context(request_id=request_id):
+            log.error("unhandled error in a request: %s", type(exc).__name__, exc_info=exc)
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        return JSONResponse({"error": "internal error; the request was logged"}, status_code=500, headers=headers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -53,12 +60,18 @@ def create_app(runtime: Runtime) -> Starlette:
         finally:
             await runtime.stop()
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    metrics = telemetry.RuntimeCollector(db=runtime.app.db, queue_length=lambda: runtime.pipeline.queue_length)
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        telemetry.metrics_route(metrics, token=runtime.app.settings.server.metrics_token),
+    ]
     for channel in runtime.channels:
         routes.extend(channel.routes())
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
 
@@ -70,7 +83,11 @@ def prepare(app: TierZero) -> tuple[Runtime, ChannelSet]:
 
 def banner(app: TierZero, channels: ChannelSet) -> str:
     server = app.settings.server
-    lines = [f"tierzero listening on http://{server.host}:{server.port}  (health: /healthz, /readyz)"]
+    metrics = "bearer token" if server.metrics_token else "loopback only"
+    lines = [
+        f"tierzero listening on http://{server.host}:{server.port}  (health: /healthz, /readyz; "
+        f"metrics: /metrics, {metrics})"
+    ]
     lines += [f"  {c.name}: {c.describe()}" for c in channels.enabled]
     lines += [f"  {name}: disabled ({why})" for name, why in channels.disabled.items()]
     return "\n".join(lines)
@@ -103,6 +120,8 @@ def serve(app: TierZero) -> None:
         lifespan="on",
         log_level=app.settings.log_level.lower(),
         access_log=False,
+        # uvicorn's lines go through the handler configure_logging set up (format, redaction, JSON).
+        log_config=None,
         # Open streams (the portal's live updates) must not hold a shutdown for long.
         timeout_graceful_shutdown=10,
     )

@@ -1,6 +1,7 @@
 """The HTTP API channel: integrations post messages and fetch (or receive) replies.
 
 POST /api/v1/messages                        -> 202 once the message is committed
+                                                (503 + Retry-After, not stored, while the inbound queue is full)
 GET  /api/v1/conversations/{id}/replies      -> replies so far (``?after=<reply id>``)
 
 Replies are also pushed to ``webhook_url`` when one is configured, with an
@@ -30,6 +31,7 @@ from bot.channel import (
     InvalidMessage,
     MessageHandler,
     MessageTooLong,
+    Overloaded,
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
@@ -151,6 +153,9 @@ class HttpApiChannel:
             receipt = await self._on_message(message)
         except InvalidMessage as exc:
             return _error(413 if isinstance(exc, MessageTooLong) else 400, str(exc))
+        except Overloaded as exc:
+            # Not stored: the caller retries later with the same message_id (it is deduplicated).
+            return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
         status = 202 if receipt.status is Acceptance.ACCEPTED else 200
         return JSONResponse(
             {

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TextIO
 
 from starlette.routing import BaseRoute
 
-from bot.channel import ChannelContext, ChannelDisabled, InvalidMessage, MessageHandler, Receipt
+from bot.channel import ChannelContext, ChannelDisabled, InvalidMessage, MessageHandler, Overloaded, Receipt
 from bot.model import Button, ConversationRef, InboundMessage, OutboundReply, Participant
 
 PROMPT = "you> "
@@ -76,7 +76,7 @@ class TerminalChannel:
             message = self._to_inbound(line.strip(), number)
             try:
                 receipt = await on_message(message)
-            except InvalidMessage as exc:
+            except (InvalidMessage, Overloaded) as exc:
                 self._write(f"tierzero> {exc}\n")
                 continue
             await self._wait_for_replies(receipt)

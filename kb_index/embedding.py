@@ -17,6 +17,10 @@ import numpy as np
 # (and through it transformers / huggingface_hub) is first imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# torch's OpenMP workers otherwise spin after every parallel region, burning the cores
+# that the threads storing and answering messages need (measured on a busy 2-core machine:
+# CPU per answered message ~35 ms spinning, ~24 ms passive). Read when torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

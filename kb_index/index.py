@@ -28,6 +28,7 @@ from kb_index.store import (
     IndexSettings,
     StoredArticle,
     build_faiss_index,
+    index_write_lock,
     read_index,
     write_index,
 )
@@ -222,7 +223,10 @@ class KnowledgeIndex:
         embedder: Embedder,
         max_chunk_chars: int = 1200,
         dense_weight: float = DENSE_WEIGHT,
+        reuse_stored: bool = True,
     ) -> None:
+        """``reuse_stored=False`` (a forced rebuild) re-embeds every article even when
+        another process's index on disk already has vectors for it."""
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError(f"dense_weight must be between 0 and 1, got {dense_weight}")
         if max_chunk_chars < MIN_MAX_CHARS:
@@ -251,6 +255,7 @@ class KnowledgeIndex:
         self._manifest_stamp: tuple[int, int, int] | None = None
         # Serialises writers only; searches never wait for a sync.
         self._sync_lock = threading.Lock()
+        self._reuse_stored = reuse_stored
 
     @classmethod
     def load(
@@ -362,7 +367,9 @@ class KnowledgeIndex:
     def sync_articles(self, articles: Sequence[Article], *, progress: bool = False) -> IndexReport:
         """Index exactly ``articles``: embed only new or changed ones, drop the rest, persist."""
         _reject_duplicate_ids(articles)
-        with self._sync_lock:
+        # The file lock keeps other processes (replicas, `tierzero kb index`) from writing meanwhile.
+        with self._sync_lock, index_write_lock(self._index_dir):
+            self._adopt_newer_generation()
             old = self._snapshot
             rechunk_all = old.settings != self._settings
             kept: dict[str, tuple[StoredArticle, np.ndarray, np.ndarray]] = {}
@@ -413,6 +420,22 @@ class KnowledgeIndex:
             report.chunks,
         )
         return report
+
+    def _adopt_newer_generation(self) -> None:
+        """Start from what another process wrote since this index was read (called under the writer lock).
+
+        Two replicas starting at once both find the index stale; the second to get
+        the lock then sees the first one's generation and has nothing left to embed.
+        """
+        stamp = self._current_stamp()
+        if not self._reuse_stored or stamp is None or stamp == self._manifest_stamp:
+            return
+        try:
+            self._snapshot, self._manifest_stamp = self._read_snapshot()
+        except (CorruptIndexError, IndexNotFoundError) as exc:
+            logger.info("Not reusing the knowledge index on disk: %s", exc)
+            return
+        self._persisted = True
 
     def is_stale(self, folder: Path) -> bool:
         """Whether a sync would change anything; reads and hashes files but embeds nothing."""

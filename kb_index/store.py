@@ -16,17 +16,23 @@ manifest still names the old, untouched vectors file, so a crash at any
 point leaves the previous index loadable. The vectors file of the previous
 generation is kept, so a process that read the old manifest a moment
 before the swap can still open the file it names.
+
+Writers take an exclusive lock on ``<index_dir>/.lock`` (``index_write_lock``)
+for the whole read-embed-write cycle: two replicas starting at once on a shared
+index volume, or a replica and ``tierzero kb index``, then write one after the
+other instead of deleting each other's new vectors file. Readers never take it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 MANIFEST_NAME = "index.json"
+LOCK_NAME = ".lock"
 _VECTORS_PREFIX = "vectors-"
 _VECTORS_SUFFIX = ".faiss"
 _TEMP_SUFFIX = ".tmp"
@@ -89,6 +96,27 @@ class StoredIndex:
     # Row-aligned with ``articles``.
     title_vectors: np.ndarray
     size_bytes: int
+
+
+@contextlib.contextmanager
+def index_write_lock(index_dir: Path) -> Iterator[None]:
+    """Hold the index folder's writer lock (blocks while another process holds it).
+
+    ``flock`` on a lock file: the kernel releases it when the holder exits, even
+    by SIGKILL, so a crashed indexer never leaves the index locked. It works
+    across containers sharing a local volume; not on every network file system.
+    """
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / LOCK_NAME, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("Waiting for another process to finish writing the knowledge index in %s", index_dir)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def write_index(

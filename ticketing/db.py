@@ -15,9 +15,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ticketing.sqlite_writes import install_transaction_hooks, serialise_writes
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Any fixed 64-bit number, the same in every tierzero process: PostgreSQL's advisory lock for migrations.
+_MIGRATION_LOCK_KEY = 0x7469657230  # "tier0"
 
 
 class DatabaseUnavailableError(Exception):
@@ -47,15 +51,19 @@ def create_database_engine(url: str, *, echo: bool = False) -> Engine:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True, "future": True}
     if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if not parsed.database.startswith("file:"):
+                # Writers of this process queue on a lock, not in SQLite's busy sleep (sqlite_writes).
+                kwargs["connect_args"].update(serialise_writes(parsed.database))
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["connect_args"] = {"connect_timeout": 10}
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _enable_sqlite_durability)
+        install_transaction_hooks(engine)
     return engine
 
 
@@ -93,6 +101,10 @@ class Database:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         try:
             with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Replicas starting at once on a fresh database would each create the schema;
+                    # the second waits here, then finds it at head. Released at commit.
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except OperationalError as exc:

@@ -9,9 +9,9 @@ blindly (``retry_unknown`` lets an operator decide).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, aliased
 
@@ -76,6 +76,19 @@ def mark_sent(session: Session, *, item_id: int) -> None:
     session.execute(
         update(OutboxItem)
         .where(OutboxItem.id == item_id)
+        .values(status=OutboxStatus.SENT, sent_at=utcnow(), lease_until=None, last_error=None)
+    )
+
+
+def mark_sent_many(session: Session, *, item_ids: list[int]) -> None:
+    """``mark_sent`` for the items of a busy round in one statement.
+
+    A Core UPDATE: the ORM's bulk-update bookkeeping cost more than the statement itself.
+    """
+    table = cast(Table, OutboxItem.__table__)
+    session.execute(
+        update(table)
+        .where(table.c.id.in_(item_ids))
         .values(status=OutboxStatus.SENT, sent_at=utcnow(), lease_until=None, last_error=None)
     )
 

@@ -164,6 +164,8 @@ class EmailChannel:
         message = self._inbound(mail, decision, rcpt_tos)
         assert self._on_message is not None
         try:
+            # Overloaded propagates: the listener answers 451 and the sender retries later;
+            # what _decide committed is idempotent for that retry.
             await self._on_message(message)
         except InvalidMessage as exc:
             # Committed raw already; refusing now would make the sender retry forever.

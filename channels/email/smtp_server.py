@@ -5,6 +5,7 @@ SMTP answers at the edge, as the reliability guide asks:
 - more than ``max_message_bytes``: ``552`` (aiosmtpd, from SIZE and from the data);
 - ``250`` only after the mail is committed; any internal error ``451 4.3.0``
   (never aiosmtpd's default ``500`` with the exception text);
+- a full inbound queue (``Overloaded``): ``451 4.3.2``, nothing stored; the sender retries;
 - at most ``max_sessions`` sessions at once: more are greeted with ``421 4.3.2``;
 - STARTTLS when a certificate is configured, AUTH when users are configured.
 """
@@ -19,11 +20,13 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from bot.channel import Overloaded
 from channels.email.config import EmailSettings
 
 log = logging.getLogger(__name__)
 
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
+SYSTEM_BUSY = "451 4.3.2 System busy, try again later"
 UNKNOWN_RECIPIENT = "550 5.1.1 No such recipient here"
 TOO_MANY_SESSIONS = "421 4.3.2 Too many connections, try again later"
 
@@ -49,6 +52,8 @@ class SupportMailHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         try:
             return await self._deliver(envelope, session)
+        except Overloaded:
+            return SYSTEM_BUSY  # the pipeline logs overload (rate-limited); the sender's MTA retries
         except Exception:
             log.exception("email: could not take a message; answered 451")
             return TEMPORARY_FAILURE

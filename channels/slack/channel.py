@@ -9,7 +9,9 @@ way, over HTTP (``POST /slack/events`` on the shared server) or Socket Mode:
    within ``ack_timeout_seconds`` (Slack wants an answer within 3 s);
 3. answers are never produced inline: the pipeline answers later and the outbox
    calls ``send``. A failure before the commit answers 500, so Slack retries, and
-   the retry is deduplicated by the message's id (see ``normalise``).
+   the retry is deduplicated by the message's id (see ``normalise``). A full inbound
+   queue (``Overloaded``) answers an event 503 + Retry-After, so Slack retries it
+   too; a button or slash command, which Slack does not retry, gets a "busy" notice.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from bot.channel import (
     DeliveryError,
     InvalidMessage,
     MessageHandler,
+    Overloaded,
     PermanentDeliveryError,
     Receipt,
 )
@@ -72,6 +75,7 @@ from channels.slack.webapi import call, make_client
 from ticketing.service import TicketError
 
 log = logging.getLogger(__name__)
+_bolt_log = logging.getLogger("channels.slack.bolt")
 
 MAX_BODY_BYTES = 1_000_000
 NAME_LOOKUP_SECONDS = 1.0
@@ -263,8 +267,9 @@ class SlackChannel:
             process_before_response=True,
             request_verification_enabled=self._settings.mode == "http",
             before_authorize=RequestGate(self._served),
-            logger=logging.getLogger("channels.slack.bolt"),
+            logger=_bolt_log,
         )
+        app.error(self._on_error)
         for event_type in USED_EVENTS:
             app.event(event_type)(self._on_event)
         app.action(re.compile(f"^{REPLY_ACTION}"))(self._on_reply_button)
@@ -274,6 +279,15 @@ class SlackChannel:
         app.action(re.compile(".*"))(self._ignore)
         app.command(re.compile(".*"))(self._ignore)
         return app
+
+    async def _on_error(self, error: Exception, response: BoltResponse | None) -> BoltResponse | None:
+        """Bolt's handler for a failed listener: 503 + Retry-After when overloaded, else 500 (Slack retries)."""
+        if isinstance(error, Overloaded) and response is not None:
+            # Nothing was stored: Slack retries the event later, and a retry is deduplicated.
+            return BoltResponse(status=503, body={"error": str(error)}, headers={"Retry-After": str(error.retry_after)})
+        if not isinstance(error, TimeoutError):  # a missed ack deadline is logged once, by _ack_deadline
+            _bolt_log.error("Failed to run listener function (error: %s)", error, exc_info=error)
+        return None
 
     async def _ignore(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
@@ -369,8 +383,14 @@ class SlackChannel:
         press = self._classify(body, context)
         receipt = None
         if isinstance(press, ButtonPress):
-            async with self._ack_deadline("a button press"):
-                receipt = await self._accept_press(press, body)
+            try:
+                async with self._ack_deadline("a button press"):
+                    receipt = await self._accept_press(press, body)
+            except Overloaded as exc:
+                # Slack does not retry a button press: say so instead of failing silently.
+                text = messages.BUSY.format(seconds=exc.retry_after)
+                thread_ts = press.thread_ts or press.message_ts
+                self._in_background(self._ephemeral(press.channel_id, press.user_id, text, thread_ts=thread_ts))
         await ack()
         if isinstance(press, ButtonPress) and receipt is not None and receipt.status is Acceptance.ACCEPTED:
             self._in_background(self._show_pressed(body, press))
@@ -458,7 +478,10 @@ class SlackChannel:
             raw={"command": command.command, "text": command.text, "team_id": command.team_id},
             channel_data={"team_id": command.team_id},
         )
-        receipt = await self._accept(message, channel_id=dm, user_id=command.user_id, thread_ts=ts)
+        try:
+            receipt = await self._accept(message, channel_id=dm, user_id=command.user_id, thread_ts=ts)
+        except Overloaded as exc:
+            return messages.BUSY.format(seconds=exc.retry_after)  # Slack does not retry a command
         return messages.COMMAND_ASKED.format(link=f"<#{dm}>") if receipt is not None else messages.COMMAND_FAILED
 
     # -- agents --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 NOT_SERVED = "tierzero is not set up for this workspace. Ask your IT team to add its team id to the configuration."
 NOT_READY = "tierzero is starting up; please try again in a moment."
+BUSY = "tierzero is very busy right now and could not take that. Please try again in {seconds} seconds."
 COMMAND_USAGE = (
     "*{command} <question>* asks the IT help bot privately (I answer in our direct messages).\n"
     "*{command} tickets* lists your open tickets."

@@ -26,6 +26,7 @@ from bot.channel import (
     DeliveryError,
     InvalidMessage,
     MessageHandler,
+    Overloaded,
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
@@ -209,6 +210,9 @@ class TeamsChannel:
             return await self._handle(normalise(payload))
         except InvalidMessage as exc:
             return _error(400, str(exc))
+        except Overloaded as exc:
+            # Not stored: Teams redelivers the activity later (and a redelivery is deduplicated).
+            return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after)})
         except Exception:
             # The activity was not committed: let Teams redeliver it rather than lose it.
             log.exception("teams: failed to handle a %s activity", payload.get("type"))

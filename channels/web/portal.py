@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.channel import Acceptance, InvalidMessage
+from bot.channel import Acceptance, InvalidMessage, Overloaded
 from bot.model import ConversationRef, InboundMessage, Participant
 from channels.web import queries, texts
 from channels.web.actions import InvalidInput, NotFound
@@ -220,6 +220,15 @@ class Portal:
             receipt = await front.on_message(inbound)
         except InvalidMessage as exc:
             return json_error(422, f"text: {exc}", field="text") if is_json else redirect("/", error=str(exc))
+        except Overloaded as exc:
+            # Not stored. The page's script retries with the same client_id (deduplicated); without
+            # script, "back" keeps the typed text for a second try.
+            retry = {"Retry-After": str(exc.retry_after)}
+            if is_json:
+                return json_error(503, texts.CHAT_BUSY, headers=retry)
+            page = front.error_page(request, 503, texts.CHAT_BUSY, identity=identity)
+            page.headers.update(retry)
+            return page
         if not is_json:
             return redirect("/")
         return JSONResponse(

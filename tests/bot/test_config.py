@@ -65,7 +65,7 @@ def test_a_named_config_file_that_is_missing_is_an_error(tmp_path: Path, monkeyp
 
 
 def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
-    assert load_settings(write_config(tmp_path, "# nothing set\n")).pipeline.workers == 4
+    assert load_settings(write_config(tmp_path, "# nothing set\n")).pipeline.workers == 16
 
 
 def test_the_repository_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:

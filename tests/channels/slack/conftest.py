@@ -83,10 +83,15 @@ class Slack:
 
 
 @asynccontextmanager
-async def running_slack(tmp_path: Path, database_url: str, fake: FakeSlack, **overrides: Any) -> AsyncIterator[Slack]:
+async def running_slack(
+    tmp_path: Path, database_url: str, fake: FakeSlack, *, pipeline: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[Slack]:
     async with serving(fake.asgi(), lifespan="off") as api_url:
         settings = make_settings(
-            tmp_path, database_url, channels={"slack": slack_config(f"{api_url}/api/", **overrides)}
+            tmp_path,
+            database_url,
+            channels={"slack": slack_config(f"{api_url}/api/", **overrides)},
+            pipeline=pipeline or {},
         )
         app = TierZero(settings, retriever=it_retriever())
         runtime, channels = prepare(app)

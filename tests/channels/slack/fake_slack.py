@@ -12,7 +12,7 @@ import itertools
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,8 @@ class FakeSlack:
     # Serve files chunked, without Content-Length (as a misbehaving proxy might).
     hide_file_length: bool = False
     downloads: list[Call] = field(default_factory=list)
+    # Called with every answered API call (the load benchmark times replies with it).
+    on_call: Callable[[Call], None] | None = None
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -142,6 +144,8 @@ class FakeSlack:
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"}, status_code=404)
         call.result.update(handler(args))
+        if self.on_call is not None:
+            self.on_call(call)
         return JSONResponse({"ok": True, **call.result})
 
     def _next_ts(self) -> str:

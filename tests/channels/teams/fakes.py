@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,8 @@ class FakeBotFramework:
     # Scripted answers for the next connector calls: (status, headers); then 200s.
     failures: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     hang_seconds: float = 0.0  # the next connector call answers only after this long
+    # Called with every recorded connector call (the load benchmark times replies with it).
+    on_received: Callable[[Received], None] | None = None
     _counter: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -239,15 +241,16 @@ class FakeBotFramework:
         *,
         created: str | None = None,
     ) -> None:
-        self.received.append(
-            Received(
-                request.method,
-                request.url.path,
-                conversation_id,
-                activity_id,
-                body,
-                request.headers.get("authorization"),
-                created,
-            )
+        received = Received(
+            request.method,
+            request.url.path,
+            conversation_id,
+            activity_id,
+            body,
+            request.headers.get("authorization"),
+            created,
         )
+        self.received.append(received)
         self._changed.set()
+        if self.on_received is not None:
+            self.on_received(received)
