@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +43,10 @@ NEAR_DUPLICATE = 0.9
 CORRECTION_WEIGHT = 2.0
 # Past tickets considered as neighbours (the most recent ones).
 MAX_PAST_TICKETS = 1000
+# Vectors kept in memory: the past tickets a prediction compares with, the KB articles, and
+# the texts of tickets being opened. Least recently used ones go first, so a long-running
+# server's cache stays a few MB instead of growing with every ticket ever opened.
+MAX_CACHED_VECTORS = 4 * MAX_PAST_TICKETS
 ROUTED_FIELDS = ("category", "priority", "group")
 
 
@@ -204,7 +208,7 @@ class Router:
     rules: RoutingRules
     embed: Embed | None = None
     articles: Sequence[LabelledText] = ()
-    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _cache: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def prepare(self, text: str) -> None:
@@ -328,14 +332,19 @@ class Router:
         assert self.embed is not None
         keys = [hashlib.sha256(t.encode("utf-8", "replace")).hexdigest() for t in texts]
         with self._lock:
-            missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in self._cache}.items())
+            found = {k: self._cache[k] for k in keys if k in self._cache}
+            for key in found:
+                self._cache.move_to_end(key)
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in found}.items())
         if missing:
+            # Outside the lock: other threads keep reading the cache while the model runs.
             computed = np.asarray(self.embed([t for _, t in missing]), dtype=np.float32)
             with self._lock:
                 for (key, _), vector in zip(missing, computed, strict=True):
-                    self._cache[key] = vector
-        with self._lock:
-            return [self._cache[k] for k in keys]
+                    found[key] = self._cache[key] = vector
+                while len(self._cache) > MAX_CACHED_VECTORS:
+                    self._cache.popitem(last=False)
+        return [found[k] for k in keys]
 
     def record_correction(
         self, session: Session, *, ticket: Ticket, field_name: str, predicted: str | None, corrected: str, actor: str

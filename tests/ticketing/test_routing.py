@@ -14,6 +14,7 @@ from tests.fixtures.service_desk import CountingEmbed, fake_embed, make_ticket
 from ticketing.db import Database
 from ticketing.models import Conversation, TicketEvent
 from ticketing.routing import (
+    MAX_CACHED_VECTORS,
     LabelledText,
     Router,
     RoutingRules,
@@ -286,3 +287,17 @@ def test_the_runtime_uses_the_index_embedder_when_it_has_one(db: Database, tmp_p
     assert [a.label for a in with_model.router.articles] == ["network"]
     without = for_runtime(settings, retriever=object(), kb_path=tmp_path)
     assert without.router.embed is None
+
+
+def test_the_vector_cache_keeps_recent_texts_and_stays_bounded() -> None:
+    """A server that opens tickets for months must not keep every ticket's vector forever."""
+    embed = CountingEmbed()
+    router = Router(rules=rules(), embed=embed)
+    router.prepare("the first ticket")
+    for number in range(MAX_CACHED_VECTORS):
+        router.prepare(f"ticket {number}")
+    assert len(router._cache) == MAX_CACHED_VECTORS
+    router.prepare(f"ticket {MAX_CACHED_VECTORS - 1}")  # recent: still cached
+    assert embed.texts.count(f"ticket {MAX_CACHED_VECTORS - 1}") == 1
+    router.prepare("the first ticket")  # the oldest was evicted: embedded again
+    assert embed.texts.count("the first ticket") == 2
