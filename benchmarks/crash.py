@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 import httpx
 import uvicorn
 import yaml
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -63,6 +63,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.channels.slack.fake_slack import BOT_TOKEN, BOT_USER, SIGNING_SECRET, TEAM, FakeSlack, signed_headers
+from ticketing.db import private_schema
 from ticketing.models import Direction, Message, OutboxItem, OutboxStatus, Ticket
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -458,17 +459,8 @@ def bench_database(options: Options, run_dir: Path) -> Iterator[str]:
     if url.get_backend_name() != "postgresql":
         yield options.database_url
         return
-    schema = f"tz_crash_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    finally:
-        if not options.keep_schema:
-            with admin.begin() as connection:
-                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(options.database_url, prefix="tz_crash", keep=options.keep_schema) as schema_url:
+        yield schema_url
 
 
 def backlog(database_url: str) -> tuple[int, int]:

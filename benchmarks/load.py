@@ -69,6 +69,7 @@ from benchmarks.load_traffic import (
     summarise,
 )
 from tests.channels.slack.fake_slack import BOT_TOKEN, SIGNING_SECRET, TEAM
+from ticketing.db import private_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT / "data" / "bench"
@@ -230,20 +231,8 @@ def database_for_phase(base_url: str | None) -> Iterator[str | None]:
     if not base_url:
         yield None
         return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    schema = f"tz_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(base_url, prefix="tz_bench") as url:
+        yield url
 
 
 # -- the server subprocess ------------------------------------------------------------------------

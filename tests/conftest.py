@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from bot.config import Settings, settings_from_mapping
-from ticketing.db import Database
+from ticketing.db import Database, private_schema
 from ticketing.models import Base
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,19 +28,11 @@ def postgres_url() -> Iterator[str]:
     base = os.environ.get(POSTGRES_URL_ENV)
     if not base:
         pytest.skip(f"PostgreSQL variant skipped: set {POSTGRES_URL_ENV} (CI sets it)")
-    schema = f"tz_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
-    database = Database(rendered)
-    database.migrate()
-    database.dispose()
-    yield rendered
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with private_schema(base, prefix="tz_test") as url:
+        database = Database(url)
+        database.migrate()
+        database.dispose()
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -28,7 +28,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +41,7 @@ import numpy as np
 import pytest
 import uvicorn
 import yaml
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, text
 
 from bot.agent import AgentState, Greet, Outcome, Turn
 from bot.model import ConversationRef, InboundMessage, Participant
@@ -56,7 +54,7 @@ from tests.channels.slack.fake_slack import FakeSlack, signed_headers
 from tests.conftest import POSTGRES_URL_ENV, REPO_ROOT, make_settings
 from ticketing import outbox
 from ticketing.clock import utcnow
-from ticketing.db import Database
+from ticketing.db import Database, private_schema
 from ticketing.models import Conversation, Direction, Message, OutboxItem, OutboxStatus, Ticket
 
 TIERZERO = str(Path(sys.executable).parent / "tierzero")
@@ -270,16 +268,8 @@ def replica_database() -> Iterator[str]:
     base = os.environ.get(POSTGRES_URL_ENV)
     if not base:
         pytest.skip(f"PostgreSQL variant skipped: set {POSTGRES_URL_ENV} (CI sets it)")
-    schema = f"tz_replicas_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(base, prefix="tz_replicas") as url:
+        yield url
 
 
 @dataclass
